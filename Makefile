@@ -1,0 +1,46 @@
+# pe-risk: every target creates what it needs. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 3000
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast lint format bench serve clean-state
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv from the lock files and install pe-risk (editable)
+
+test: $(STAMP)  ## run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## run the fast hermetic tests only
+	$(BIN)/python -m pytest -m "not data and not model and not service and not integration"
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)  ## run the benchmarks and print their tables
+	$(BIN)/python benchmarks/bench_features.py
+
+serve: $(STAMP)  ## serve predictions on localhost:$(PORT) (trains on the synthetic cohort when no champion exists)
+	@if $(BIN)/pe-risk --help | grep -q " serve "; then $(BIN)/pe-risk serve --port $(PORT); \
+	else echo "make serve: the HTTP service has not landed yet (issue 5); nothing to serve" >&2; exit 1; fi
+
+clean-state:  ## delete runtime state (.pe-risk/): MLflow store, models, cohorts, logs
+	rm -rf .pe-risk

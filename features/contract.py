@@ -1,0 +1,284 @@
+"""The patient record's fields, declared once.
+
+Everything that validates a record reads this table: the pydantic model in
+``features.records`` (one JSON record) and the vectorised validator in
+``features.table`` (a CSV/Parquet table). Names, kinds, canonical units, hard and
+usual ranges are those of ``shared/data-contract.md``; field names are fixed there
+and must not change here.
+
+A *hard* range is a physiological or assay limit: outside it a value is rejected.
+A *usual* range is the ordinary clinical range: outside it a value is accepted with
+a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """How a field is typed on the wire."""
+
+    NUMBER = "number"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    CATEGORY = "category"
+    TEXT = "text"
+    LAB = "lab"  # a number in the canonical unit, or {"value", "unit"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of the patient record."""
+
+    name: str
+    kind: Kind
+    description: str
+    unit: str = ""  # canonical unit, human-readable
+    hard: tuple[float, float] | None = None
+    usual: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    max_length: int | None = None
+    group: str = ""
+
+    def range_text(self) -> str:
+        """The hard range with its unit, as error messages quote it."""
+        if self.hard is None:
+            return ""
+        lo, hi = self.hard
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{_num(lo)}–{_num(hi)}{unit}"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _f(name: str, kind: Kind, description: str, **kw: object) -> FieldSpec:
+    return FieldSpec(name=name, kind=kind, description=description, **kw)  # type: ignore[arg-type]
+
+
+N, INT, B, C, L = Kind.NUMBER, Kind.INTEGER, Kind.BOOLEAN, Kind.CATEGORY, Kind.LAB
+
+HISTOLOGIES = ("adenocarcinoma", "squamous_cell", "large_cell", "small_cell", "other", "unknown")
+STAGES = ("I", "II", "III", "IV")
+
+FIELDS: tuple[FieldSpec, ...] = (
+    # Demographics
+    _f(
+        "patient_id",
+        Kind.TEXT,
+        "Identifier echoed in the answer; never logged.",
+        max_length=64,
+        group="demographics",
+    ),
+    _f(
+        "age",
+        N,
+        "Age at the index date.",
+        unit="years",
+        hard=(18, 110),
+        required=True,
+        group="demographics",
+    ),
+    _f("sex", C, "Sex.", choices=("female", "male"), required=True, group="demographics"),
+    _f(
+        "bmi",
+        N,
+        "Body-mass index (Khorana item ≥35).",
+        unit="kg/m²",
+        hard=(10, 90),
+        usual=(15, 50),
+        group="demographics",
+    ),
+    _f(
+        "smoking_status",
+        C,
+        "Smoking status.",
+        choices=("never", "former", "current"),
+        group="demographics",
+    ),
+    _f("ecog", INT, "ECOG performance status.", hard=(0, 4), group="demographics"),
+    # Tumour
+    _f("histology", C, "Tumour histology.", choices=HISTOLOGIES, required=True, group="tumour"),
+    _f("stage", C, "AJCC stage group.", choices=STAGES, required=True, group="tumour"),
+    _f(
+        "months_since_diagnosis",
+        N,
+        "Time from cancer diagnosis to the index date.",
+        unit="months",
+        hard=(0, 600),
+        group="tumour",
+    ),
+    _f("egfr_mutation", B, "EGFR mutation (absent means not tested).", group="tumour"),
+    _f("kras_mutation", B, "KRAS mutation (absent means not tested).", group="tumour"),
+    _f("alk_rearrangement", B, "EML4/ALK rearrangement (absent means not tested).", group="tumour"),
+    _f(
+        "vascular_compression",
+        B,
+        "Macroscopic vascular or lymphatic compression by tumour (ONKOTEV).",
+        group="tumour",
+    ),
+    # Treatment (current, or within the last 3 months)
+    _f("chemotherapy", B, "Any cytotoxic chemotherapy.", group="treatment"),
+    _f("platinum_chemotherapy", B, "Cisplatin or carboplatin.", group="treatment"),
+    _f("gemcitabine", B, "Gemcitabine.", group="treatment"),
+    _f("egfr_tki", B, "EGFR tyrosine-kinase inhibitor, e.g. osimertinib.", group="treatment"),
+    _f("anti_angiogenic", B, "Anti-angiogenic therapy, e.g. bevacizumab.", group="treatment"),
+    _f("immunotherapy", B, "Immune checkpoint inhibitor.", group="treatment"),
+    _f("radiotherapy", B, "Radiotherapy.", group="treatment"),
+    _f(
+        "days_since_surgery",
+        INT,
+        "Days since the most recent thoracic surgery; absent if none.",
+        unit="days",
+        hard=(0, 3650),
+        group="treatment",
+    ),
+    _f("central_venous_catheter", B, "Central venous catheter in place.", group="treatment"),
+    _f("esa_use", B, "Erythropoiesis-stimulating agent (Khorana item).", group="treatment"),
+    _f("anticoagulated", B, "On therapeutic or prophylactic anticoagulation.", group="treatment"),
+    # History and current findings
+    _f("prior_vte", B, "Previous DVT or PE.", group="history"),
+    _f("copd", B, "Chronic obstructive pulmonary disease.", group="history"),
+    _f("pleural_effusion", B, "Pleural effusion on current imaging.", group="history"),
+    _f("immobilized", B, "Bed rest for 3 days or more.", group="history"),
+    _f(
+        "recent_hospitalization",
+        B,
+        "Acute medical admission in the last 3 months.",
+        group="history",
+    ),
+    _f(
+        "suspected_pe",
+        B,
+        "The assessment is made because PE is clinically suspected; diagnostic rules "
+        "(Wells, Geneva, YEARS, age-adjusted D-dimer, PERC) apply only then.",
+        group="history",
+    ),
+    _f(
+        "dvt_signs",
+        B,
+        "Clinical signs of DVT (leg swelling, pain on deep-vein palpation).",
+        group="history",
+    ),
+    _f("unilateral_leg_pain", B, "Unilateral lower-limb pain.", group="history"),
+    _f("pe_most_likely", B, "An alternative diagnosis is less likely than PE.", group="history"),
+    _f("hemoptysis", B, "Haemoptysis.", group="history"),
+    _f("dyspnea", B, "Dyspnoea.", group="history"),
+    _f("chest_pain", B, "Chest pain.", group="history"),
+    _f(
+        "heart_rate", N, "Heart rate.", unit="bpm", hard=(20, 250), usual=(50, 120), group="history"
+    ),
+    _f(
+        "oxygen_saturation",
+        N,
+        "Oxygen saturation (SpO₂ or SaO₂).",
+        unit="%",
+        hard=(50, 100),
+        usual=(90, 100),
+        group="history",
+    ),
+    _f(
+        "systolic_bp",
+        N,
+        "Systolic blood pressure.",
+        unit="mmHg",
+        hard=(40, 300),
+        usual=(90, 180),
+        group="history",
+    ),
+    _f("contrast_allergy", B, "Iodine contrast allergy (CTPA contraindication).", group="history"),
+    # Laboratory: canonical unit here; accepted alternatives in features.units
+    _f("d_dimer", L, "D-dimer.", unit="mg/L FEU", hard=(0, 100), usual=(0.1, 20), group="lab"),
+    _f(
+        "platelets",
+        L,
+        "Platelet count.",
+        unit="10⁹/L",
+        hard=(1, 2000),
+        usual=(150, 450),
+        group="lab",
+    ),
+    _f("hemoglobin", L, "Haemoglobin.", unit="g/L", hard=(30, 250), usual=(100, 170), group="lab"),
+    _f(
+        "leukocytes",
+        L,
+        "Leukocyte count.",
+        unit="10⁹/L",
+        hard=(0.1, 500),
+        usual=(4, 11),
+        group="lab",
+    ),
+    _f(
+        "pao2",
+        L,
+        "Arterial oxygen partial pressure.",
+        unit="mmHg",
+        hard=(20, 700),
+        usual=(75, 100),
+        group="lab",
+    ),
+    _f(
+        "troponin",
+        L,
+        "High-sensitivity cardiac troponin.",
+        unit="ng/L",
+        hard=(0, 100000),
+        usual=(0, 14),
+        group="lab",
+    ),
+    _f("nt_probnp", L, "NT-proBNP.", unit="pg/mL", hard=(0, 100000), usual=(0, 300), group="lab"),
+    _f(
+        "creatinine",
+        L,
+        "Serum creatinine.",
+        unit="µmol/L",
+        hard=(10, 3000),
+        usual=(45, 110),
+        group="lab",
+    ),
+    _f(
+        "egfr_renal",
+        L,
+        "Estimated GFR (egfr_ alone means the mutation).",
+        unit="mL/min/1.73m²",
+        hard=(1, 200),
+        usual=(60, 120),
+        group="lab",
+    ),
+    _f(
+        "soluble_p_selectin",
+        L,
+        "Soluble P-selectin (Vienna CATS item).",
+        unit="ng/mL",
+        hard=(0, 1000),
+        group="lab",
+    ),
+    # Imaging and ECG
+    _f(
+        "rv_lv_ratio",
+        N,
+        "Right/left ventricular diameter ratio (CT or echocardiography).",
+        hard=(0.2, 4),
+        group="imaging",
+    ),
+    _f(
+        "ecg_abnormalities",
+        INT,
+        "Count of PE-related ECG abnormalities.",
+        hard=(0, 12),
+        group="imaging",
+    ),
+)
+
+BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
+REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
+
+#: The outcome column of training tables (never an input).
+OUTCOME = "pe_event"
+#: Optional columns a training table may carry beside the record: a site for
+#: leave-one-site-out validation and an index date for temporal validation.
+TABLE_META = ("site", "index_date")

@@ -1,0 +1,735 @@
+"""Established clinical scores, exactly as published, evaluated on canonical columns.
+
+Each additive score is declared as data: items (plain-words name, points, a test on
+the record) and bands (category, point range, published risk), with its source. One
+evaluator runs them all, vectorised over rows, so the training baselines (100,000
+rows), the HTTP answer and the report use the same code. Definitions and published
+risks come from ``shared/reference/clinical.md`` §1 ([V] verified against the primary
+abstract, [S] secondary source only, [U] unverified: each docstring below says which).
+
+Missing inputs: an item whose input is unknown scores 0 and is listed in
+``missing``; ``max_points`` is what the score would be if every missing item were
+positive, and ``complete`` says whether the category could change. Every patient in
+the record has active lung cancer, so malignancy items always score.
+
+The diagnostic rules (Wells, revised Geneva, YEARS, age-adjusted D-dimer, PERC) are
+validated only when PE is suspected: they are computed for every record, and
+``applicable`` is False unless ``suspected_pe`` is true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Columns = Mapping[str, np.ndarray]
+Test = Callable[[Columns], tuple[np.ndarray, np.ndarray]]  # (positive, known)
+
+
+# ---------------------------------------------------------------------------------------
+# Item tests: each returns (positive, known) boolean arrays.
+# ---------------------------------------------------------------------------------------
+
+
+def is_true(field: str) -> Test:
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        x = c[field]
+        return x == 1.0, ~np.isnan(x)
+
+    return test
+
+
+def compare(field: str, op: str, cut: float) -> Test:
+    """``field op cut`` with op one of ``>``, ``>=``, ``<``, ``<=``."""
+    ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+    fn = ops[op]
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        x = c[field]
+        known = ~np.isnan(x)
+        with np.errstate(invalid="ignore"):
+            return known & fn(x, cut), known
+
+    return test
+
+
+def between(field: str, lo: float, hi: float) -> Test:
+    """``lo <= field < hi``."""
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        x = c[field]
+        known = ~np.isnan(x)
+        with np.errstate(invalid="ignore"):
+            return known & (x >= lo) & (x < hi), known
+
+    return test
+
+
+def stage_in(*stages: str) -> Test:
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        s = c["stage"]
+        return np.isin(s, stages), s != None  # noqa: E711 (elementwise on object arrays)
+
+    return test
+
+
+def always(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Active lung cancer: every record has it."""
+    n = len(c["age"])
+    return np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+
+
+def never_recorded(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """An item the record does not carry: always unknown."""
+    n = len(c["age"])
+    return np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+
+
+def surgery_within(days: int) -> Test:
+    """Thoracic surgery within ``days``; an absent ``days_since_surgery`` means none (contract)."""
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        d = c["days_since_surgery"]
+        with np.errstate(invalid="ignore"):
+            pos = ~np.isnan(d) & (d <= days)
+        return pos, np.ones(len(d), dtype=bool)
+
+    return test
+
+
+def any_of(*tests: Test) -> Test:
+    """Positive if any part is positive; known if one is positive or all are known."""
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        parts = [t(c) for t in tests]
+        pos = np.logical_or.reduce([p for p, _ in parts])
+        return pos, pos | np.logical_and.reduce([k for _, k in parts])
+
+    return test
+
+
+def all_of(*tests: Test) -> Test:
+    """Positive if every part is positive; known if one is known negative or all are known."""
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        parts = [t(c) for t in tests]
+        pos = np.logical_and.reduce([p for p, _ in parts])
+        known_neg = np.logical_or.reduce([k & ~p for p, k in parts])
+        return pos, known_neg | np.logical_and.reduce([k for _, k in parts])
+
+    return test
+
+
+def anaemia(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Hb <130 g/L in men, <120 g/L in women (VTE-BLEED and RIETE definition [V])."""
+    hb, male = c["hemoglobin"], c["sex"] == "male"
+    known = ~np.isnan(hb)
+    with np.errstate(invalid="ignore"):
+        return known & (hb < np.where(male, 130.0, 120.0)), known
+
+
+def male_uncontrolled_hypertension(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """Male with systolic BP ≥140 mmHg (VTE-BLEED [V]); women score 0 whatever the BP."""
+    sbp, male = c["systolic_bp"], c["sex"] == "male"
+    with np.errstate(invalid="ignore"):
+        pos = male & (sbp >= 140)
+    return pos, ~male | ~np.isnan(sbp)
+
+
+def points_above(score: Score, cut: float) -> Test:
+    """Another score's points strictly above ``cut`` (ONKOTEV's 'Khorana >2')."""
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        r = score.evaluate(c)
+        return r.points > cut, (r.points > cut) | (r.max_points <= cut)
+
+    return test
+
+
+# ---------------------------------------------------------------------------------------
+# Score declarations
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    name: str  # plain words, as the report shows it
+    points: float
+    test: Test
+    fields: tuple[str, ...] = ()  # record fields the item reads (for "missing" lists)
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    category: str
+    lo: float  # inclusive
+    hi: float  # inclusive
+    risk: float | None = None  # published risk as a proportion
+    risk_text: str = ""  # what that risk is (outcome, horizon, cohort)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreArrays:
+    points: np.ndarray
+    max_points: np.ndarray
+    positive: dict[str, np.ndarray]
+    missing: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Score:
+    key: str
+    title: str
+    items: tuple[Item, ...]
+    bands: tuple[Band, ...]
+    source: str
+    diagnostic: bool = False  # applies only when PE is suspected
+    note: str = ""
+
+    def evaluate(self, c: Columns) -> ScoreArrays:
+        n = len(c["age"])
+        points = np.zeros(n)
+        max_points = np.zeros(n)
+        positive, missing = {}, {}
+        for item in self.items:
+            pos, known = item.test(c)
+            points += item.points * pos
+            max_points += item.points * (pos | ~known)
+            positive[item.name], missing[item.name] = pos, ~known
+        return ScoreArrays(points, max_points, positive, missing)
+
+    def band(self, points: float) -> Band:
+        for b in self.bands:
+            if b.lo <= points <= b.hi:
+                return b
+        raise AssertionError(f"{self.key}: no band for {points}")  # pragma: no cover
+
+    def result(self, c: Columns, row: int = 0, *, suspected: bool | None = None) -> dict[str, Any]:
+        """The JSON-ready result for one row of ``c``."""
+        a = self.evaluate(c)
+        pts, mx = float(a.points[row]), float(a.max_points[row])
+        band = self.band(pts)
+        return {
+            "title": self.title,
+            "points": pts,
+            "max_points": mx,
+            "category": band.category,
+            "published_risk": band.risk,
+            "risk_text": band.risk_text,
+            "complete": not any(a.missing[i.name][row] for i in self.items),
+            "category_certain": band.category == self.band(mx).category,
+            "missing": [i.name for i in self.items if a.missing[i.name][row]],
+            "items": [
+                {
+                    "item": i.name,
+                    "points": i.points,
+                    "met": bool(a.positive[i.name][row]),
+                    "known": not bool(a.missing[i.name][row]),
+                }
+                for i in self.items
+            ],
+            "applicable": _applicable(self.diagnostic, suspected),
+            "source": self.source,
+            **({"note": self.note} if self.note else {}),
+        }
+
+
+def _applicable(diagnostic: bool, suspected: bool | None) -> bool:
+    return (not diagnostic) or bool(suspected)
+
+
+_KHORANA_ITEMS = (
+    Item("Lung cancer (high-risk site)", 1, always),
+    Item("Platelets ≥350 ×10⁹/L", 1, compare("platelets", ">=", 350), ("platelets",)),
+    Item(
+        "Haemoglobin <100 g/L or erythropoiesis-stimulating agent",
+        1,
+        any_of(compare("hemoglobin", "<", 100), is_true("esa_use")),
+        ("hemoglobin", "esa_use"),
+    ),
+    Item("Leukocytes >11 ×10⁹/L", 1, compare("leukocytes", ">", 11), ("leukocytes",)),
+)
+_BMI = Item("BMI ≥35 kg/m²", 1, compare("bmi", ">=", 35), ("bmi",))
+
+KHORANA = Score(
+    "khorana",
+    "Khorana score",
+    (*_KHORANA_ITEMS, _BMI),
+    (
+        Band("low", 0, 0, 0.050, "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)"),
+        Band(
+            "intermediate",
+            1,
+            2,
+            0.066,
+            "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)",
+        ),
+        Band("high", 3, 6, 0.110, "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)"),
+    ),
+    "Khorana AA et al. Blood 2008;111:4902 [V]; risks: Mulder FI et al. Haematologica 2019;104:1277 [V]",
+    note="In lung cancer the Khorana score barely discriminates (AUC 0.55–0.57; van Es 2020, "
+    "Cancers 2024)",
+)
+"""Khorana score (Khorana 2008 [V]). Lung scores 1 from the site item alone."""
+
+_CATS_RISK = "6-month VTE in the Vienna CATS cohort (Ay 2010)"
+VIENNA_CATS = Score(
+    "vienna_cats",
+    "Vienna CATS score",
+    (
+        *_KHORANA_ITEMS,
+        _BMI,
+        Item("D-dimer ≥1.44 mg/L FEU", 1, compare("d_dimer", ">=", 1.44), ("d_dimer",)),
+        Item(
+            "Soluble P-selectin ≥53.1 ng/mL",
+            1,
+            compare("soluble_p_selectin", ">=", 53.1),
+            ("soluble_p_selectin",),
+        ),
+    ),
+    (
+        Band("low", 0, 0, 0.010, _CATS_RISK),
+        Band("low", 1, 1, 0.044, _CATS_RISK),
+        Band("intermediate", 2, 2, 0.035, _CATS_RISK),
+        Band("high", 3, 3, 0.103, _CATS_RISK),
+        Band("high", 4, 4, 0.203, _CATS_RISK),
+        Band("high", 5, 8, 0.350, _CATS_RISK),
+    ),
+    "Ay C et al. Blood 2010;116:5377 [V]; cut-offs and per-point risks for 1, 2 and 4 points "
+    "from practical-haemostasis.com [S]",
+    note="Units taken as µg/mL (= mg/L) FEU for D-dimer and ng/mL for sP-selectin; the original "
+    "could not be checked for the unit [U]",
+)
+"""Vienna CATS: Khorana + D-dimer ≥1.44 µg/mL + sP-selectin ≥53.1 ng/mL (Ay 2010 [V]).
+
+Not confirmed against the original: the assay units (secondary tables disagree; taken as
+mg/L FEU and ng/mL) and the risks for 1, 2 and 4 points ([S]); ≥3 = high (van Es 2017 [V]).
+"""
+
+COMPASS_CAT = Score(
+    "compass_cat",
+    "COMPASS-CAT score",
+    (
+        Item("Anthracycline or anti-hormonal therapy", 6, never_recorded),
+        Item(
+            "Cancer diagnosed ≤6 months ago",
+            4,
+            compare("months_since_diagnosis", "<=", 6),
+            ("months_since_diagnosis",),
+        ),
+        Item(
+            "Central venous catheter",
+            3,
+            is_true("central_venous_catheter"),
+            ("central_venous_catheter",),
+        ),
+        Item("Advanced stage (III–IV)", 2, stage_in("III", "IV"), ("stage",)),
+        Item("≥2 cardiovascular risk factors", 5, never_recorded),
+        Item(
+            "Recent hospitalisation for acute medical illness",
+            5,
+            is_true("recent_hospitalization"),
+            ("recent_hospitalization",),
+        ),
+        Item("Personal history of VTE", 1, is_true("prior_vte"), ("prior_vte",)),
+        Item("Platelets ≥350 ×10⁹/L", 2, compare("platelets", ">=", 350), ("platelets",)),
+    ),
+    (Band("low-intermediate", 0, 6), Band("high", 7, 28)),
+    "Gerotziafas GT et al. Oncologist 2017;22:1222 [V]; item points from secondary tables [S]",
+    note="The record carries neither anthracycline/anti-hormonal therapy nor cardiovascular risk "
+    "factors: they are listed as missing; no published risk per category was retrieved",
+)
+"""COMPASS-CAT (Gerotziafas 2017 [V]; points [S]); ≥7 = high. Items the record lacks are missing."""
+
+ONKOTEV = Score(
+    "onkotev",
+    "ONKOTEV score",
+    (
+        Item(
+            "Khorana score >2",
+            1,
+            points_above(KHORANA, 2),
+            ("platelets", "hemoglobin", "esa_use", "leukocytes", "bmi"),
+        ),
+        Item("Metastatic disease (stage IV)", 1, stage_in("IV"), ("stage",)),
+        Item(
+            "Vascular or lymphatic compression by tumour",
+            1,
+            is_true("vascular_compression"),
+            ("vascular_compression",),
+        ),
+        Item("Previous VTE", 1, is_true("prior_vte"), ("prior_vte",)),
+    ),
+    (
+        Band("0", 0, 0, 0.034, "VTE in ONKOTEV-2 validation (Cella 2023)"),
+        Band("1", 1, 1, 0.111, "VTE in ONKOTEV-2 validation (Cella 2023)"),
+        Band("2", 2, 2, 0.328, "VTE in ONKOTEV-2 validation (Cella 2023)"),
+        Band(">2", 3, 4, 0.273, "VTE in ONKOTEV-2 validation (Cella 2023)"),
+    ),
+    "Cella CA et al. Oncologist 2017;22:601 [V]; risks: Cella CA et al. JAMA Netw Open "
+    "2023;6:e230010 [V], proportions by score [S]",
+)
+"""ONKOTEV (Cella 2017 [V]); the per-score proportions are from a secondary summary [S]."""
+
+PROTECHT = Score(
+    "protecht",
+    "PROTECHT score",
+    (
+        *_KHORANA_ITEMS,
+        _BMI,
+        Item(
+            "Platinum chemotherapy", 1, is_true("platinum_chemotherapy"), ("platinum_chemotherapy",)
+        ),
+        Item("Gemcitabine", 1, is_true("gemcitabine"), ("gemcitabine",)),
+    ),
+    (Band("low", 0, 2), Band("high", 3, 7)),
+    "Verso M et al. Intern Emerg Med 2012 [U]; items from Cancers 2020 (PMC7409200) [S]",
+    note="Points (+1 each for platinum and gemcitabine) could not be checked against the original [U]",
+)
+"""PROTECHT = Khorana + platinum + gemcitabine, +1 each [U]; ≥3 high (van Es 2017 [V])."""
+
+CONKO = Score(
+    "conko",
+    "CONKO score",
+    (
+        *_KHORANA_ITEMS,
+        Item("ECOG performance status ≥2", 1, compare("ecog", ">=", 2), ("ecog",)),
+    ),
+    (Band("low", 0, 2), Band("high", 3, 5)),
+    "Pelzer U et al. Thromb Haemost 2013 [U]; definition from Cancers 2020 (PMC7409200) [S]",
+    note="Khorana with BMI replaced by WHO performance status ≥2; lung-cancer AUC 0.63 at ≥2 "
+    "(Cancers 2024)",
+)
+"""CONKO = Khorana with BMI replaced by performance status ≥2 ([S]; original [U])."""
+
+_SURGERY_4W = surgery_within(28)
+WELLS = Score(
+    "wells",
+    "Wells score for PE",
+    (
+        Item("Clinical signs of DVT", 3, is_true("dvt_signs"), ("dvt_signs",)),
+        Item("PE the most likely diagnosis", 3, is_true("pe_most_likely"), ("pe_most_likely",)),
+        Item("Heart rate >100/min", 1.5, compare("heart_rate", ">", 100), ("heart_rate",)),
+        Item(
+            "Immobilisation ≥3 days or surgery in the previous 4 weeks",
+            1.5,
+            any_of(is_true("immobilized"), _SURGERY_4W),
+            ("immobilized", "days_since_surgery"),
+        ),
+        Item("Previous DVT or PE", 1.5, is_true("prior_vte"), ("prior_vte",)),
+        Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
+        Item("Malignancy", 1, always),
+    ),
+    (
+        Band("low", 0, 1.5, 0.013, "PE prevalence, Wells 2001 [S]"),
+        Band("moderate", 2, 6, 0.162, "PE prevalence, Wells 2001 [U]"),
+        Band("high", 6.5, 12.5, 0.406, "PE prevalence, Wells 2001 [U]"),
+    ),
+    "Wells PS et al. Thromb Haemost 2000;83:416 [V]; prevalences Wells 2001 [S]/[U]",
+    diagnostic=True,
+    note="The record holds thoracic surgery only; other surgery in the last 4 weeks is not seen",
+)
+"""Wells for PE (Wells 2000 [V]); three-tier <2 / 2–6 / >6, two-tier ≤4 unlikely / >4 likely.
+
+Not confirmed: the moderate and high prevalences 16.2 % and 40.6 % ([U]).
+"""
+
+WELLS_TWO_TIER = (
+    Band("PE unlikely", 0, 4, None, "PE prevalence 8–13 % across studies"),
+    Band("PE likely", 4.5, 12.5, None, "PE prevalence 37–56 % across studies"),
+)
+
+REVISED_GENEVA = Score(
+    "revised_geneva",
+    "Revised Geneva score",
+    (
+        Item("Age >65 years", 1, compare("age", ">", 65), ("age",)),
+        Item("Previous DVT or PE", 3, is_true("prior_vte"), ("prior_vte",)),
+        Item(
+            "Surgery or lower-limb fracture within 1 month",
+            2,
+            surgery_within(30),
+            ("days_since_surgery",),
+        ),
+        Item("Active malignancy", 2, always),
+        Item(
+            "Unilateral lower-limb pain",
+            3,
+            is_true("unilateral_leg_pain"),
+            ("unilateral_leg_pain",),
+        ),
+        Item("Haemoptysis", 2, is_true("hemoptysis"), ("hemoptysis",)),
+        Item("Heart rate 75–94/min", 3, between("heart_rate", 75, 95), ("heart_rate",)),
+        Item("Heart rate ≥95/min", 5, compare("heart_rate", ">=", 95), ("heart_rate",)),
+        Item(
+            "Pain on deep venous palpation and unilateral oedema",
+            4,
+            is_true("dvt_signs"),
+            ("dvt_signs",),
+        ),
+    ),
+    (
+        Band("low", 0, 3, 0.08, "PE prevalence [S]"),
+        Band("intermediate", 4, 10, 0.28, "PE prevalence [S]"),
+        Band("high", 11, 25, 0.74, "PE prevalence [S]"),
+    ),
+    "Le Gal G et al. Ann Intern Med 2006;144:165 [V]; prevalences from secondary sources [S]",
+    diagnostic=True,
+)
+"""Revised Geneva (Le Gal 2006 [V]): 0–3 low, 4–10 intermediate, ≥11 high.
+
+``max_points`` counts both heart-rate items when the rate is unknown, so it can exceed
+the true maximum of 22; the categories stay correct.
+"""
+
+SPESI = Score(
+    "spesi",
+    "Simplified PESI (30-day mortality if PE is confirmed)",
+    (
+        Item("Age >80 years", 1, compare("age", ">", 80), ("age",)),
+        Item("Cancer", 1, always),
+        Item(
+            "Chronic heart failure or chronic lung disease",
+            1,
+            any_of(is_true("copd"), never_recorded),
+            ("copd",),
+        ),
+        Item("Pulse ≥110/min", 1, compare("heart_rate", ">=", 110), ("heart_rate",)),
+        Item("Systolic BP <100 mmHg", 1, compare("systolic_bp", "<", 100), ("systolic_bp",)),
+        Item("SaO₂ <90 %", 1, compare("oxygen_saturation", "<", 90), ("oxygen_saturation",)),
+    ),
+    (
+        Band("low", 0, 0, 0.010, "30-day mortality (Jiménez 2010)"),
+        Band("high", 1, 6, 0.109, "30-day mortality (Jiménez 2010)"),
+    ),
+    "Jiménez D et al. Arch Intern Med 2010 [V] (ERJ/ESC table)",
+    note="Prognosis after a confirmed PE; every patient with active lung cancer scores ≥1",
+)
+"""sPESI (Jiménez 2010 [V]); heart failure is not in the record, so a COPD-free patient
+shows that item as missing."""
+
+VTE_BLEED = Score(
+    "vte_bleed",
+    "VTE-BLEED (bleeding on anticoagulation)",
+    (
+        Item("Active cancer", 2, always),
+        Item(
+            "Male with uncontrolled hypertension (SBP ≥140 mmHg)",
+            1,
+            male_uncontrolled_hypertension,
+            ("systolic_bp",),
+        ),
+        Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia, ("hemoglobin",)),
+        Item("History of bleeding", 1.5, never_recorded),
+        Item("Age ≥60 years", 1.5, compare("age", ">=", 60), ("age",)),
+        Item(
+            "Renal dysfunction (eGFR <60 mL/min)",
+            1.5,
+            compare("egfr_renal", "<", 60),
+            ("egfr_renal",),
+        ),
+    ),
+    (Band("low", 0, 1.5), Band("high", 2, 9)),
+    "Klok FA et al. Eur Respir J 2016 [V] (RE-COVER / Hokusai-VTE)",
+    note="≥2 = high bleeding risk, so every patient with active cancer is high risk",
+)
+"""VTE-BLEED (Klok 2016 [V]) with the original weights."""
+
+RIETE = Score(
+    "riete_bleeding",
+    "RIETE bleeding score (major bleeding within 3 months)",
+    (
+        Item("Recent major bleeding", 2, never_recorded),
+        Item(
+            "Creatinine >1.2 mg/dL (106 µmol/L)",
+            1.5,
+            compare("creatinine", ">", 1.2 * 88.4),
+            ("creatinine",),
+        ),
+        Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia, ("hemoglobin",)),
+        Item("Cancer", 1, always),
+        Item("Clinically overt PE", 1, never_recorded),
+        Item("Age >75 years", 1, compare("age", ">", 75), ("age",)),
+    ),
+    (
+        Band("low", 0, 0, 0.003, "3-month major bleeding (Ruíz-Giménez 2008)"),
+        Band("intermediate", 0.5, 4, 0.026, "3-month major bleeding (Ruíz-Giménez 2008)"),
+        Band("high", 4.5, 8, 0.073, "3-month major bleeding (Ruíz-Giménez 2008)"),
+    ),
+    "Ruíz-Giménez N et al. Thromb Haemost 2008 [V] (abstract)",
+    note="'Clinically overt PE' counts once PE is confirmed; the record cannot know it",
+)
+"""RIETE bleeding score (Ruíz-Giménez 2008 [V]): 0 low, 1–4 intermediate, >4 high."""
+
+PERC = Score(
+    "perc",
+    "PERC rule",
+    (
+        Item("Age ≥50 years", 1, compare("age", ">=", 50), ("age",)),
+        Item("Heart rate ≥100/min", 1, compare("heart_rate", ">=", 100), ("heart_rate",)),
+        Item("SaO₂ <95 %", 1, compare("oxygen_saturation", "<", 95), ("oxygen_saturation",)),
+        Item("Unilateral leg swelling", 1, is_true("dvt_signs"), ("dvt_signs",)),
+        Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
+        Item("Surgery or trauma ≤4 weeks", 1, _SURGERY_4W, ("days_since_surgery",)),
+        Item("Prior DVT or PE", 1, is_true("prior_vte"), ("prior_vte",)),
+        Item("Exogenous oestrogen", 1, never_recorded),
+    ),
+    (
+        Band(
+            "PERC negative", 0, 0, None, "PE excluded without D-dimer if gestalt probability ≤15 %"
+        ),
+        Band("PERC positive", 1, 8, None, "PERC cannot exclude PE"),
+    ),
+    "Kline JA et al. J Thromb Haemost 2004;2:1247 [V]",
+    diagnostic=True,
+    note="Only for gestalt pre-test probability ≤15 %; PERC has no cancer item and most "
+    "patients with lung cancer fail the age criterion",
+)
+"""PERC (Kline 2004 [V]); exogenous oestrogen is not in the record and is always listed missing."""
+
+ADDITIVE: tuple[Score, ...] = (
+    KHORANA,
+    VIENNA_CATS,
+    COMPASS_CAT,
+    ONKOTEV,
+    PROTECHT,
+    CONKO,
+    WELLS,
+    REVISED_GENEVA,
+    PERC,
+    SPESI,
+    VTE_BLEED,
+    RIETE,
+)
+
+YEARS_ITEMS = (
+    Item("Clinical signs of DVT", 1, is_true("dvt_signs"), ("dvt_signs",)),
+    Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
+    Item("PE the most likely diagnosis", 1, is_true("pe_most_likely"), ("pe_most_likely",)),
+)
+YEARS_SOURCE = "van der Hulle T et al. Lancet 2017;390:289 [V]; thresholds in FEU (MDCalc) [V]"
+AGE_ADJUSTED_SOURCE = "Righini M et al. JAMA 2014;311:1117 (ADJUST-PE) [V]"
+
+
+def age_adjusted_cutoff(age: np.ndarray) -> np.ndarray:
+    """Age-adjusted D-dimer cut-off in mg/L FEU: age × 0.01 above 50 years, else 0.5.
+
+    Righini 2014 (ADJUST-PE) [V]; validated for FEU assays with a 0.5 mg/L cut-off
+    (its use with DDU assays is unverified [U]).
+    """
+    return np.where(age > 50, age * 0.01, 0.5)
+
+
+def years_threshold(c: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """YEARS: (items present, items max, D-dimer threshold in mg/L FEU).
+
+    0 items: PE excluded if D-dimer <1.0 mg/L FEU; ≥1 item: if <0.5 mg/L FEU
+    (van der Hulle 2017 [V]).
+    """
+    pts = np.zeros(len(c["age"]))
+    mx = np.zeros(len(c["age"]))
+    for item in YEARS_ITEMS:
+        pos, known = item.test(c)
+        pts += pos
+        mx += pos | ~known
+    return pts, mx, np.where(pts == 0, 1.0, 0.5)
+
+
+def _d_dimer_rule(
+    c: Columns,
+    row: int,
+    cutoff: float,
+    *,
+    excluded_text: str,
+    above_text: str,
+    title: str,
+    source: str,
+    suspected: bool | None,
+    points: float | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    dd = float(c["d_dimer"][row])
+    if np.isnan(dd):
+        category, missing = "D-dimer needed", ["D-dimer"]
+    elif dd < cutoff:
+        category, missing = excluded_text, []
+    else:
+        category, missing = above_text, []
+    return {
+        "title": title,
+        "points": points,
+        "category": category,
+        "published_risk": None,
+        "risk_text": "",
+        "missing": missing,
+        "complete": not missing,
+        "category_certain": not missing,
+        "applicable": bool(suspected),
+        "source": source,
+        "d_dimer_cutoff_mg_l_feu": round(cutoff, 4),
+        **extra,
+    }
+
+
+def years_result(c: Columns, row: int = 0, *, suspected: bool | None = None) -> dict[str, Any]:
+    """The YEARS algorithm for one row (see ``years_threshold``)."""
+    pts, mx, thr = years_threshold(c)
+    missing_items = [i.name for i in YEARS_ITEMS if not i.test(c)[1][row]]
+    threshold = float(thr[row])
+    if mx[row] > 0 and pts[row] == 0 and missing_items:
+        threshold = 0.5  # an unknown item could be present: use the stricter threshold
+    out = _d_dimer_rule(
+        c,
+        row,
+        threshold,
+        excluded_text="PE excluded",
+        above_text="CTPA indicated",
+        title="YEARS algorithm",
+        source=YEARS_SOURCE,
+        suspected=suspected,
+        points=float(pts[row]),
+        extra={},
+    )
+    out["missing"] = missing_items + out["missing"]
+    out["complete"] = out["category_certain"] = not out["missing"]
+    return out
+
+
+def age_adjusted_result(
+    c: Columns, row: int = 0, *, suspected: bool | None = None
+) -> dict[str, Any]:
+    """Age-adjusted D-dimer for one row (see ``age_adjusted_cutoff``)."""
+    cutoff = float(age_adjusted_cutoff(c["age"])[row])
+    return _d_dimer_rule(
+        c,
+        row,
+        cutoff,
+        excluded_text="below the age-adjusted cut-off",
+        above_text="above the age-adjusted cut-off",
+        title="Age-adjusted D-dimer",
+        source=AGE_ADJUSTED_SOURCE,
+        suspected=suspected,
+        points=None,
+        extra={"note": "Rules out PE only when clinical probability is not high"},
+    )
+
+
+def score_results(c: Columns, row: int = 0) -> dict[str, dict[str, Any]]:
+    """Every score for one row of canonical columns, keyed as the service answers."""
+    s = c["suspected_pe"][row]
+    suspected = None if np.isnan(s) else bool(s == 1.0)
+    out = {score.key: score.result(c, row, suspected=suspected) for score in ADDITIVE}
+    wells_pts = out["wells"]["points"]
+    two = next(b for b in WELLS_TWO_TIER if b.lo <= wells_pts <= b.hi)
+    out["wells"]["two_tier"] = {"category": two.category, "risk_text": two.risk_text}
+    out["years"] = years_result(c, row, suspected=suspected)
+    out["age_adjusted_d_dimer"] = age_adjusted_result(c, row, suspected=suspected)
+    return out
+
+
+def score_points(c: Columns) -> dict[str, np.ndarray]:
+    """Points of every additive score for all rows (training baselines)."""
+    return {s.key: s.evaluate(c).points for s in ADDITIVE}

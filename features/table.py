@@ -1,0 +1,320 @@
+"""Tables of patient records (CSV, Parquet): vectorised validation and a row report.
+
+A training table holds one record per row in the fields of the data contract, plus
+the outcome ``pe_event`` and optionally ``site`` / ``index_date``. A lab column may
+have a companion ``<field>_unit`` column with a UCUM unit per row (blank means the
+canonical unit). Every row is checked with the rules of ``features.contract`` and the
+messages of ``features.records``, column by column with numpy, and *every* bad row is
+reported (row number, field, value, rule), not just the first.
+
+Row numbers are 1-based data rows: row 1 is the first row under the header (line 2
+of a CSV file).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import BY_NAME, FIELDS, OUTCOME, REQUIRED, TABLE_META, FieldSpec, Kind
+from features.records import (
+    FieldIssue,
+    choice_issue,
+    missing_issue,
+    range_issue,
+    show,
+    type_issue,
+    unit_issue,
+    unknown_issue,
+)
+from features.units import LAB_UNITS, UnitError, convert_column, factor
+
+UNIT_SUFFIX = "_unit"
+_TRUE = frozenset({"true", "1", "1.0"})
+_FALSE = frozenset({"false", "0", "0.0"})
+
+
+@dataclass(frozen=True, slots=True)
+class RowIssue:
+    """A problem in one cell (``row`` is None for a problem with the whole table)."""
+
+    row: int | None
+    field: str
+    value: Any
+    rule: str
+    message: str
+
+
+@dataclass
+class TableReport:
+    """The outcome of validating a table.
+
+    ``columns`` holds every field in canonical form (floats with NaN for numbers,
+    booleans and integers; objects with None for categories and text), for all rows;
+    ``bad_rows`` says which rows failed. ``table_issues`` are problems with the table
+    itself (unknown or missing columns) that make every row unusable.
+    """
+
+    n_rows: int
+    columns: dict[str, np.ndarray]
+    issues: list[RowIssue] = field(default_factory=list)
+    bad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    outcome: np.ndarray | None = None
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    @property
+    def n_bad(self) -> int:
+        return int(self.bad.sum())
+
+    def good(self) -> TableReport:
+        """The same report restricted to the rows that passed."""
+        keep = ~self.bad
+        return TableReport(
+            n_rows=int(keep.sum()),
+            columns={k: v[keep] for k, v in self.columns.items()},
+            issues=[],
+            bad=np.zeros(int(keep.sum()), dtype=bool),
+            outcome=None if self.outcome is None else self.outcome[keep],
+            meta={k: v[keep] for k, v in self.meta.items()},
+        )
+
+    def frame(self, *, with_outcome: bool = True) -> pd.DataFrame:
+        """The canonical table as a DataFrame in contract order (booleans as 0/1/NaN)."""
+        df = pd.DataFrame({f.name: self.columns[f.name] for f in FIELDS})
+        for name, values in self.meta.items():
+            df[name] = values
+        if with_outcome and self.outcome is not None:
+            df[OUTCOME] = self.outcome
+        return df
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file as it is (no coercion: validation does that)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if suffix in (".csv", ".txt", ".gz"):
+        # keep_default_na with only empty cells as missing: "NA" in a category is an error
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    raise ValueError(f"{path}: unsupported table format {suffix!r}; give a .csv or .parquet file")
+
+
+def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableReport:
+    """Validate every row of ``df`` against the data contract, vectorised.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Columns named as in the data contract; values as read from CSV (strings) or
+        Parquet (typed).
+    require_outcome : bool
+        When True (training), a missing ``pe_event`` column or a value other than
+        0/1 is an error.
+    """
+    n = len(df)
+    issues: list[RowIssue] = []
+    bad = np.zeros(n, dtype=bool)
+    columns: dict[str, np.ndarray] = {}
+
+    allowed = {*BY_NAME, OUTCOME, *TABLE_META, *(f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS)}
+    for col in df.columns:
+        if col not in allowed:
+            fi = unknown_issue(str(col), None, extra_known=(OUTCOME, *TABLE_META))
+            issues.append(
+                RowIssue(
+                    None,
+                    str(col),
+                    None,
+                    fi.rule,
+                    fi.message.replace(
+                        "a field of the patient record", "a column of the data contract"
+                    ),
+                )
+            )
+    for name in REQUIRED:
+        if name not in df.columns:
+            issues.append(
+                RowIssue(None, name, None, "required", f"required column {name!r} is missing")
+            )
+
+    for spec in FIELDS:
+        raw = df[spec.name].to_numpy(dtype=object) if spec.name in df.columns else None
+        if raw is None:
+            columns[spec.name] = _empty(spec, n)
+            continue
+        units = df.get(f"{spec.name}{UNIT_SUFFIX}")
+        values, cell_issues = _check_column(
+            spec, raw, None if units is None else units.to_numpy(object)
+        )
+        columns[spec.name] = values
+        for row, issue in cell_issues:
+            issues.append(RowIssue(row + 1, issue.field, issue.value, issue.rule, issue.message))
+            bad[row] = True
+
+    outcome = None
+    if OUTCOME in df.columns:
+        outcome, out_bad = _check_outcome(df[OUTCOME].to_numpy(object))
+        for row in np.flatnonzero(out_bad):
+            v = df[OUTCOME].iloc[row]
+            issues.append(
+                RowIssue(
+                    int(row) + 1,
+                    OUTCOME,
+                    _py(v),
+                    "outcome",
+                    f"{OUTCOME}={show(_py(v))} is not accepted; give 0 or 1",
+                )
+            )
+        bad |= out_bad
+    elif require_outcome:
+        issues.append(
+            RowIssue(
+                None,
+                OUTCOME,
+                None,
+                "required",
+                f"the outcome column {OUTCOME!r} (0/1) is required for training",
+            )
+        )
+
+    if any(i.row is None for i in issues):
+        bad[:] = True
+    meta = {m: df[m].to_numpy(object) for m in TABLE_META if m in df.columns}
+    issues.sort(key=lambda i: (-1 if i.row is None else i.row, i.field))
+    return TableReport(n, columns, issues, bad, outcome, meta)
+
+
+def _empty(spec: FieldSpec, n: int) -> np.ndarray:
+    if spec.kind in (Kind.CATEGORY, Kind.TEXT):
+        return np.full(n, None, dtype=object)
+    return np.full(n, np.nan)
+
+
+def _is_missing(raw: np.ndarray) -> np.ndarray:
+    return pd.isna(raw) | np.array(
+        [isinstance(v, str) and v.strip() == "" for v in raw], dtype=bool
+    )
+
+
+def _check_column(
+    spec: FieldSpec, raw: np.ndarray, units: np.ndarray | None
+) -> tuple[np.ndarray, list[tuple[int, FieldIssue]]]:
+    missing = _is_missing(raw)
+    found: list[tuple[int, FieldIssue]] = []
+
+    if spec.required:
+        found += [(int(r), missing_issue(spec)) for r in np.flatnonzero(missing)]
+
+    if spec.kind in (Kind.CATEGORY, Kind.TEXT):
+        out = np.where(missing, None, raw).astype(object)
+        if spec.kind is Kind.CATEGORY:
+            wrong = ~missing & ~np.isin(out.astype(str), spec.choices)
+            found += [(int(r), choice_issue(spec, _py(raw[r]))) for r in np.flatnonzero(wrong)]
+        else:
+            out = np.array([None if v is None else str(v) for v in out], dtype=object)
+            long = np.array([v is not None and len(v) > (spec.max_length or 10**9) for v in out])
+            found += [
+                (
+                    int(r),
+                    FieldIssue(
+                        spec.name,
+                        str(out[r])[:80],
+                        "length",
+                        f"{spec.name} is longer than {spec.max_length} characters",
+                    ),
+                )
+                for r in np.flatnonzero(long)
+            ]
+        bad = np.zeros(len(raw), dtype=bool)
+        bad[[r for r, _ in found]] = True
+        out[bad] = None
+        return out, found
+
+    if spec.kind is Kind.BOOLEAN:
+        text = np.array([str(v).strip().lower() for v in raw], dtype=object)
+        is_true = np.isin(text, list(_TRUE)) & ~missing
+        is_false = np.isin(text, list(_FALSE)) & ~missing
+        wrong = ~missing & ~is_true & ~is_false
+        found += [(int(r), type_issue(spec, _py(raw[r]))) for r in np.flatnonzero(wrong)]
+        out = np.where(is_true, 1.0, np.where(is_false, 0.0, np.nan))
+        return out, found
+
+    # numbers, integers, labs
+    as_num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
+    wrong = ~missing & ~np.isfinite(as_num)
+    if spec.kind is Kind.INTEGER:
+        wrong |= ~missing & np.isfinite(as_num) & (np.round(as_num) != as_num)
+    found += [(int(r), type_issue(spec, _py(raw[r]))) for r in np.flatnonzero(wrong)]
+    out = np.where(wrong | missing, np.nan, as_num)
+
+    given_units = None
+    if spec.kind is Kind.LAB and units is not None:
+        given_units = units
+        out, unit_bad = convert_column(spec.name, out, units)
+        for r in np.flatnonzero(unit_bad & ~missing & ~wrong):
+            try:
+                factor(spec.name, units[r])
+            except UnitError as err:
+                found.append(
+                    (int(r), unit_issue(spec, {"value": _py(as_num[r]), "unit": units[r]}, err))
+                )
+    assert spec.hard is not None
+    lo, hi = spec.hard
+    with np.errstate(invalid="ignore"):
+        outside = np.isfinite(out) & ((out < lo) | (out > hi))
+    for r in np.flatnonzero(outside):
+        unit = (
+            given_units[r]
+            if given_units is not None and isinstance(given_units[r], str) and given_units[r]
+            else None
+        )
+        given = {"value": _py(as_num[r]), "unit": unit} if unit else _py(as_num[r])
+        issue = range_issue(spec, given, float(out[r]))
+        found.append((int(r), issue))
+    rows_bad = np.zeros(len(raw), dtype=bool)
+    rows_bad[[r for r, _ in found]] = True
+    out = np.where(rows_bad, np.nan, out)
+    return out, found
+
+
+def _check_outcome(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isin(num, (0.0, 1.0))
+    return np.where(bad, np.nan, num), bad
+
+
+def _py(v: Any) -> Any:
+    """A numpy scalar as a plain Python value (for messages and JSON reports)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def write_report(issues: Iterable[RowIssue], out=None) -> None:
+    """Write the issues as CSV (row, field, value, rule, message)."""
+    writer = csv.writer(out or sys.stdout)
+    writer.writerow(["row", "field", "value", "rule", "message"])
+    for i in issues:
+        writer.writerow(
+            [
+                "" if i.row is None else i.row,
+                i.field,
+                "" if i.value is None else i.value,
+                i.rule,
+                i.message,
+            ]
+        )

@@ -1,0 +1,84 @@
+"""Runtime settings: one object, built by a function, with no side effects at import.
+
+All runtime state (MLflow database and artefacts, BentoML home, generated cohorts,
+audit logs) lives under one folder, ``.pe-risk/`` in the checkout by default
+(git-ignored). Environment variables point elsewhere:
+
+=========================  ============================================================
+``PE_RISK_STATE_DIR``      the state folder
+``MLFLOW_TRACKING_URI``    a team MLflow server (default: SQLite in the state folder)
+``BENTOML_HOME``           the BentoML model store (default: ``<state>/bentoml``)
+``PE_RISK_MODEL_NAME``     registered model name (default ``pe-risk``)
+``PE_RISK_API_TOKEN``      bearer token(s) the HTTP API requires, comma-separated
+``PE_RISK_API_TOKEN_FILE`` a file holding the token(s), one per line
+=========================  ============================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_state_dir() -> Path:
+    """``.pe-risk`` beside pyproject.toml in a checkout, else in the working directory."""
+    if (_PACKAGE_ROOT / "pyproject.toml").is_file():
+        return _PACKAGE_ROOT / ".pe-risk"
+    return Path.cwd() / ".pe-risk"
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: Path
+    bentoml_home: Path
+    model_name: str = "pe-risk"
+    horizon_days: int = 180
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def cohort_dir(self) -> Path:
+        return self.state_dir / "cohorts"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def ensure_dirs(self) -> None:
+        """Create the state folders (called by commands that write, never at import)."""
+        for d in (
+            self.state_dir,
+            self.mlflow_artifact_root,
+            self.bentoml_home,
+            self.cohort_dir,
+            self.log_dir,
+        ):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def _tokens(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("PE_RISK_API_TOKEN", "")
+    path = env.get("PE_RISK_API_TOKEN_FILE")
+    if path:
+        raw += "\n" + Path(path).read_text(encoding="utf-8")
+    return tuple(t.strip() for t in raw.replace(",", "\n").splitlines() if t.strip())
+
+
+def get_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    state = Path(env.get("PE_RISK_STATE_DIR") or _default_state_dir()).resolve()
+    return Settings(
+        state_dir=state,
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}",
+        mlflow_artifact_root=state / "mlartifacts",
+        bentoml_home=Path(env.get("BENTOML_HOME") or state / "bentoml").resolve(),
+        model_name=env.get("PE_RISK_MODEL_NAME", "pe-risk"),
+        horizon_days=int(env.get("PE_RISK_HORIZON_DAYS", "180")),
+        api_tokens=_tokens(env),
+    )

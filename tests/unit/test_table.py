@@ -1,0 +1,149 @@
+"""Table ingestion: every bad row reported, same rules and messages as the JSON path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.records import RecordError, parse_record
+from features.table import read_table, validate_table
+from tests.conftest import base_record
+from training.cli import app
+
+MIXED = """patient_id,age,sex,histology,stage,d_dimer,d_dimer_unit,chemotherapy,hemoglobin,ecog,pe_event
+a1,70,male,adenocarcinoma,IV,850,ng/mL{FEU},true,121,1,0
+a2,17,female,adenocarcinoma,III,1.2,,maybe,130,2,1
+a3,65,male,adeno,3,850,,false,12,2.5,0
+a4,60,female,squamous_cell,II,2,mg/L,1,140,,2
+a5,,male,small_cell,IV,0.4,,0,150,0,0
+a6,66,female,other,I,0.3,,0,,,1
+"""
+
+
+@pytest.fixture
+def mixed_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "mixed.csv"
+    path.write_text(MIXED, encoding="utf-8")
+    return path
+
+
+def test_every_bad_row_and_field_is_reported(mixed_csv: Path) -> None:
+    report = validate_table(read_table(mixed_csv))
+    got = {(i.row, i.field, i.rule) for i in report.issues}
+    assert got == {
+        (2, "age", "range"),
+        (2, "chemotherapy", "type"),
+        (3, "histology", "choice"),
+        (3, "stage", "choice"),
+        (3, "d_dimer", "range"),
+        (3, "hemoglobin", "range"),
+        (3, "ecog", "type"),
+        (4, "d_dimer", "unit"),
+        (4, "pe_event", "outcome"),
+        (5, "age", "required"),
+    }
+    assert report.bad.tolist() == [False, True, True, True, True, False]
+    assert report.columns["d_dimer"][0] == pytest.approx(0.85)
+
+
+def test_table_messages_match_the_json_path(mixed_csv: Path) -> None:
+    report = validate_table(read_table(mixed_csv))
+    table_msgs = {i.field: i.message for i in report.issues if i.row == 3}
+    with pytest.raises(RecordError) as exc:
+        parse_record(
+            {
+                "age": 65,
+                "sex": "male",
+                "histology": "adeno",
+                "stage": "3",
+                "d_dimer": 850,
+                "hemoglobin": 12,
+                "ecog": 2.5,
+            }
+        )
+    json_msgs = {i.field: i.message for i in exc.value.issues}
+    for field in ("histology", "stage", "d_dimer", "hemoglobin"):
+        assert table_msgs[field] == json_msgs[field]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"age": 111},
+        {"sex": "F"},
+        {"stage": "V"},
+        {"platelets": 0.5},
+        {"heart_rate": 251},
+        {"ecog": 5},
+        {"egfr_mutation": "maybe"},
+        {"rv_lv_ratio": 0.1},
+    ],
+)
+def test_one_row_table_rejects_what_the_record_rejects(bad: dict) -> None:
+    raw = base_record(**bad)
+    with pytest.raises(RecordError) as exc:
+        parse_record(raw)
+    json_fields = {i.field for i in exc.value.issues}
+    report = validate_table(pd.DataFrame([raw]).astype(object))
+    assert {i.field for i in report.issues} == json_fields
+
+
+def test_unknown_and_missing_columns_are_table_level(tmp_path: Path) -> None:
+    df = pd.DataFrame([{"age": 60, "sex": "male", "histology": "other", "d_dimmer": 1}])
+    report = validate_table(df)
+    table = {(i.field, i.rule) for i in report.issues if i.row is None}
+    assert table == {("d_dimmer", "unknown_field"), ("stage", "required")}
+    assert "did you mean 'd_dimer'" in next(
+        i.message for i in report.issues if i.field == "d_dimmer"
+    )
+    assert report.bad.all()
+
+
+def test_outcome_is_required_for_training() -> None:
+    report = validate_table(pd.DataFrame([base_record()]), require_outcome=True)
+    assert [(i.field, i.rule) for i in report.issues] == [("pe_event", "required")]
+
+
+def test_parquet_round_trip(tmp_path: Path) -> None:
+    df = pd.DataFrame([base_record(d_dimer=1.2, chemotherapy=True), base_record(chemotherapy=None)])
+    df.to_parquet(tmp_path / "t.parquet")
+    report = validate_table(read_table(tmp_path / "t.parquet"))
+    assert report.ok
+    assert report.columns["chemotherapy"][0] == 1.0 and np.isnan(report.columns["chemotherapy"][1])
+
+
+def test_cli_validate_reports_and_exits_nonzero(mixed_csv: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["validate", str(mixed_csv), "--report", str(tmp_path / "r.csv")])
+    assert res.exit_code == 1
+    assert "6 rows, 2 valid, 4 invalid, 10 issues" in res.output
+    assert "row 3" in res.output and "did you mean 'III'" in res.output
+    assert len((tmp_path / "r.csv").read_text().strip().splitlines()) == 11
+    res = runner.invoke(
+        app, ["validate", str(mixed_csv), "--drop-invalid", "--out", str(tmp_path / "ok.parquet")]
+    )
+    assert res.exit_code == 0, res.output
+    clean = pd.read_parquet(tmp_path / "ok.parquet")
+    assert len(clean) == 2 and clean["d_dimer"].tolist() == pytest.approx([0.85, 0.3])
+    assert runner.invoke(app, ["validate", str(tmp_path / "ok.parquet")]).exit_code == 0
+
+
+def test_cli_scores_and_spec(tmp_path: Path) -> None:
+    record = tmp_path / "r.json"
+    record.write_text(
+        '{"age": 70, "sex": "male", "histology": "adenocarcinoma", "stage": "IV", "platelets": 400}'
+    )
+    runner = CliRunner()
+    res = runner.invoke(app, ["scores", str(record)])
+    assert res.exit_code == 0, res.output
+    assert '"khorana"' in res.output and '"platelets_raised": 1.0' in res.output
+    record.write_text(
+        '{"age": 70, "sex": "male", "histology": "adenocarcinoma", "stage": "IV", "d_dimmer": 1}'
+    )
+    res = runner.invoke(app, ["scores", str(record)])
+    assert res.exit_code == 1 and "did you mean 'd_dimer'" in res.output
+    assert "surgery_recency" in runner.invoke(app, ["spec"]).output

@@ -1,0 +1,207 @@
+"""The ``pe-risk`` command line: one Typer app, one command per stage.
+
+Every command takes its paths from options, its defaults from ``models.settings``,
+and exits non-zero with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="pe-risk",
+    help="Pulmonary-embolism risk in lung cancer: validate records, derive predictors and "
+    "clinical scores, make the synthetic cohort, train and serve the model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PathArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A CSV or Parquet table in the data contract.",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+    ),
+]
+
+
+@app.command()
+def validate(
+    path: PathArg,
+    drop_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--drop-invalid",
+            help="Keep the valid rows instead of failing: write them to --out "
+            "and exit 0 if any remain.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where --drop-invalid writes the valid rows (.csv or .parquet), in canonical units."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write every issue as CSV (row, field, value, rule, message) to this file."
+        ),
+    ] = None,
+    require_outcome: Annotated[
+        bool,
+        typer.Option(
+            "--require-outcome",
+            help="Treat a missing or non-0/1 pe_event as an error (training tables).",
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(help="Print at most this many issues (all go to --report).")
+    ] = 50,
+) -> None:
+    """Check every row of a table against the data contract and report every bad row.
+
+    Exit status: 0 when every row is valid (or, with --drop-invalid, when valid rows
+    remain), 1 when any row is bad, 2 when the file cannot be read.
+    """
+    from features.table import read_table, validate_table, write_report
+
+    try:
+        df = read_table(path)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: cannot read {path}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    result = validate_table(df, require_outcome=require_outcome)
+    typer.echo(
+        f"{path}: {result.n_rows} rows, {result.n_rows - result.n_bad} valid, "
+        f"{result.n_bad} invalid, {len(result.issues)} issues "
+        "(row 1 = first data row)"
+    )
+    if result.issues:
+        shown = result.issues[:limit]
+        for i in shown:
+            where = "table" if i.row is None else f"row {i.row}"
+            typer.echo(f"  {where:>10}  {i.field:<24} {i.rule:<13} {i.message}")
+        if len(result.issues) > limit:
+            typer.echo(f"  ... and {len(result.issues) - limit} more (use --report FILE for all)")
+    if report is not None:
+        with report.open("w", newline="", encoding="utf-8") as fh:
+            write_report(result.issues, fh)
+        typer.echo(f"report written to {report}")
+    if drop_invalid:
+        if out is None:
+            typer.echo("error: --drop-invalid needs --out FILE for the valid rows", err=True)
+            raise typer.Exit(2)
+        good = result.good()
+        if good.n_rows == 0:
+            typer.echo("error: no valid rows remain", err=True)
+            raise typer.Exit(1)
+        _write(good.frame(), out)
+        typer.echo(f"{good.n_rows} valid rows written to {out}")
+        return
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def features(
+    path: PathArg,
+    out: Annotated[Path, typer.Option(help="Output table (.csv or .parquet).")],
+    all_features: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Include the derived threshold predictors, not only the model inputs."
+        ),
+    ] = False,
+) -> None:
+    """Turn a valid table into the feature matrix (model inputs, NaN = missing)."""
+    from features.build import feature_frame
+    from features.spec import FEATURES, MODEL_FEATURE_NAMES
+    from features.table import read_table, validate_table
+
+    result = validate_table(read_table(path))
+    if not result.ok:
+        typer.echo(
+            f"error: {result.n_bad} invalid rows; run `pe-risk validate {path}` for the "
+            "report or --drop-invalid",
+            err=True,
+        )
+        raise typer.Exit(1)
+    names = [f.name for f in FEATURES] if all_features else list(MODEL_FEATURE_NAMES)
+    _write(feature_frame(result.columns, names), out)
+    typer.echo(f"{result.n_rows} rows × {len(names)} features written to {out}")
+
+
+@app.command()
+def scores(
+    record: Annotated[
+        Path,
+        typer.Argument(
+            help="A JSON file holding one patient record (or '-' for standard input).",
+            allow_dash=True,
+        ),
+    ],
+) -> None:
+    """Validate one JSON record and print its derived predictors and clinical scores as JSON."""
+    from features.build import derive, record_columns
+    from features.records import RecordError, parse_record
+    from features.scores import score_results
+
+    text = sys.stdin.read() if str(record) == "-" else record.read_text(encoding="utf-8")
+    try:
+        rec = parse_record(json.loads(text))
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: {record} is not valid JSON: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RecordError as exc:
+        for issue in exc.issues:
+            typer.echo(f"error: {issue.message}", err=True)
+        raise typer.Exit(1) from None
+    cols = record_columns([rec])
+    feats = {k: (None if v[0] != v[0] else float(v[0])) for k, v in derive(cols).items()}
+    answer = {
+        "clinical_scores": score_results(cols),
+        "features": feats,
+        "warnings": [w.as_dict() for w in rec.warnings],
+    }
+    typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def spec(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the feature specification: name, unit, monotone direction, source, missing meaning."""
+    from features.spec import spec_table
+
+    rows = spec_table()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        mono = {1: "+", -1: "−", 0: "·"}[int(r["monotone"])]  # type: ignore[call-overload]
+        model = "model" if r["in_model"] else "derived"
+        typer.echo(f"{r['name']:<28} {mono} {model:<8} {r['unit']!s:<10} {r['source']}")
+
+
+def _write(df, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() in (".parquet", ".pq"):
+        df.to_parquet(out, index=False)
+    elif out.suffix.lower() == ".csv":
+        df.to_csv(out, index=False)
+    else:
+        typer.echo(f"error: {out}: give a .csv or .parquet output", err=True)
+        raise typer.Exit(2)
+
+
+if __name__ == "__main__":
+    app()
