@@ -37,6 +37,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 
 bench: $(STAMP)  ## run the benchmarks and print their tables
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_cohort.py
 
 serve: $(STAMP)  ## serve predictions on localhost:$(PORT) (trains on the synthetic cohort when no champion exists)
 	@if $(BIN)/pe-risk --help | grep -q " serve "; then $(BIN)/pe-risk serve --port $(PORT); \

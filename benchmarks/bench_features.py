@@ -63,7 +63,7 @@ def random_table(n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def per_call_ms(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001
+def per_call_ms(fn, repeat: int) -> tuple[float, float]:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()

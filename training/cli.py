@@ -176,6 +176,77 @@ def scores(
 
 
 @app.command()
+def cohort(
+    n: Annotated[int, typer.Option("--n", help="Number of rows (at least 100).", min=100)] = 50_000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same file.")] = 7,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output .parquet (default) or .csv; the truth and metadata are written beside it. "
+            "Default: <state>/cohorts/cohort-<n>-<seed>.parquet"
+        ),
+    ] = None,
+    describe: Annotated[
+        bool,
+        typer.Option(
+            "--describe",
+            help="Print incidence, oracle AUROC and the checks against the published figures.",
+        ),
+    ] = False,
+    describe_only: Annotated[
+        Path | None,
+        typer.Option(
+            help="Describe an existing cohort file (its .truth file must sit beside it) and exit.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Generate the synthetic lung-cancer cohort with its true probabilities (never inputs)."""
+    from models.settings import get_settings
+    from training import cohort as synth
+
+    if describe_only is not None:
+        frame = _read(describe_only)
+        truth = _read(synth.truth_path(describe_only))
+        typer.echo(synth.format_checks(synth.describe(frame, truth)))
+        return
+    if out is None:
+        settings = get_settings()
+        settings.ensure_dirs()
+        out = settings.cohort_dir / f"cohort-{n}-{seed}.parquet"
+    if out.suffix.lower() not in (".parquet", ".csv"):
+        typer.echo(f"error: {out}: give a .parquet or .csv path", err=True)
+        raise typer.Exit(2)
+    result = synth.generate(n, seed)
+    paths = synth.write(result, out)
+    typer.echo(
+        f"{n} synthetic rows (seed {seed}, incidence {result.frame['pe_event'].mean():.3f}) "
+        f"written to {paths[0]}; truth: {paths[1]}; metadata: {paths[2]}"
+    )
+    if describe:
+        typer.echo(synth.format_checks(synth.describe(result.frame, result.truth)))
+
+
+def _read(path: Path):
+    """A cohort file in canonical form (validated), or its truth file as written."""
+    import pandas as pd
+
+    from features.table import read_table, validate_table
+
+    if path.stem.endswith(".truth"):
+        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    report = validate_table(read_table(path), require_outcome=True)
+    if not report.ok:
+        typer.echo(
+            f"error: {path} has {report.n_bad} invalid rows; run `pe-risk validate {path}`",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return report.frame()
+
+
+@app.command()
 def spec(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -1,0 +1,703 @@
+"""A synthetic lung-cancer cohort with a known truth.
+
+No real patient data can ship, so pe-risk trains out of the box on a cohort generated
+here. The generative model is written down once, in ``cohort_effects.csv`` (factor,
+parameter, value, source), and read by this code:
+
+1. **Population** (structure, not coin flips): age and sex; smoking; histology given
+   smoking; stage given histology; EGFR/ALK/KRAS given histology and smoking, tested
+   mostly in adenocarcinoma (untested = missing); treatments given stage and markers
+   (surgery mostly stage I–II, EGFR-TKI only with an EGFR mutation, chemotherapy and
+   immunotherapy mostly III–IV, bevacizumab only in non-squamous disease); laboratory
+   values with realistic distributions (platelets and leukocytes log-normal, higher in
+   advanced stage; haemoglobin lower in women and with chemotherapy).
+2. **Base risk**: ``logit p_base = b0 + β·stage III–IV + Σ log(OR)·factor`` with the
+   odds ratios of the table. ``b0`` and ``β`` are solved so that the incidence and the
+   *marginal* stage III–IV vs I–II odds ratio hit the table's targets.
+3. **Outcome**: ``pe_event ~ Bernoulli(p_base)`` (PE within 180 days); a fixed share of
+   these PEs is already present at the index date, the rest develop later.
+4. **Findings at the index date**: whether PE is suspected, signs and symptoms, D-dimer
+   (log-normal, higher in advanced stage), heart rate, saturation, PaO₂, troponin,
+   NT-proBNP, RV/LV, ECG abnormalities, each drawn from one distribution when PE is
+   present at the index date and another otherwise (a PE that has not happened yet
+   shifts nothing).
+5. **Missingness like real records**, independent of the outcome given the setting:
+   D-dimer, troponin, NT-proBNP, RV/LV mostly measured when PE is suspected.
+
+The **true probability** of each row is then exact by Bayes' rule. With
+``q`` the share present at the index date and ``LR`` the product of the likelihood
+ratios of the findings (each the ratio of the two densities they were drawn from):
+``p_true = (q·p·LR + (1−q)·p) / (q·p·LR + (1−q)·p + 1 − p)`` with ``p = p_base``. It is P(PE | everything the
+generator knows about the person, including values later masked as not measured),
+so its AUROC is an upper bound for any model. It is written to a separate file
+(``<name>.truth.<ext>``) that is never a model input.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import FIELDS, OUTCOME
+
+EFFECTS_PATH = Path(__file__).with_name("cohort_effects.csv")
+GENERATOR = "pe-risk synthetic cohort v1"
+
+
+@dataclass(frozen=True)
+class Effects:
+    """The generative table: ``value(factor, parameter)`` and its source."""
+
+    rows: dict[tuple[str, str], tuple[float, str]]
+    digest: str
+
+    def __call__(self, factor: str, parameter: str = "odds_ratio") -> float:
+        return self.rows[(factor, parameter)][0]
+
+    def odds_ratios(self) -> dict[str, float]:
+        return {f: v for (f, p), (v, _) in self.rows.items() if p == "odds_ratio"}
+
+
+def load_effects(path: Path = EFFECTS_PATH) -> Effects:
+    text = path.read_text(encoding="utf-8")
+    rows = {
+        (r["factor"], r["parameter"]): (float(r["value"]), r["source"])
+        for r in csv.DictReader(text.splitlines())
+    }
+    return Effects(rows, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+@dataclass
+class Cohort:
+    frame: pd.DataFrame  # the data contract columns + pe_event
+    truth: pd.DataFrame  # row, true_probability, base_probability (never inputs)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Population
+# ---------------------------------------------------------------------------------------
+
+HISTOLOGY = ("adenocarcinoma", "squamous_cell", "small_cell", "large_cell", "other", "unknown")
+#: P(histology | never smoker), P(histology | ever smoker): adenocarcinoma dominates in
+#: never smokers, squamous and small-cell in smokers (SEER-style proportions).
+HISTOLOGY_P = {
+    "never": (0.74, 0.08, 0.04, 0.03, 0.08, 0.03),
+    "ever": (0.42, 0.28, 0.15, 0.05, 0.07, 0.03),
+}
+STAGE_P = {"small_cell": (0.04, 0.04, 0.25, 0.67), "other": (0.22, 0.10, 0.25, 0.43)}
+
+
+def _choice(rng: np.random.Generator, options: tuple[str, ...], p: np.ndarray) -> np.ndarray:
+    """Row-wise categorical draw: ``p`` has shape (n, len(options))."""
+    u = rng.random(len(p))[:, None]
+    idx = (u > np.cumsum(p, axis=1)).sum(axis=1)
+    return np.asarray(options, dtype=object)[np.minimum(idx, len(options) - 1)]
+
+
+def _population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    c: dict[str, np.ndarray] = {}
+    c["age"] = np.round(np.clip(rng.normal(67, 9.5, n), 30, 95), 0)
+    male = rng.random(n) < 0.56
+    c["sex"] = np.where(male, "male", "female").astype(object)
+    never_p = np.where(male, 0.10, 0.22)
+    u = rng.random(n)
+    c["smoking_status"] = np.select(
+        [u < never_p, u < never_p + 0.5], ["never", "former"], "current"
+    ).astype(object)
+    never = c["smoking_status"] == "never"
+    c["histology"] = _choice(
+        rng, HISTOLOGY, np.where(never[:, None], HISTOLOGY_P["never"], HISTOLOGY_P["ever"])
+    )
+    small = c["histology"] == "small_cell"
+    c["stage"] = _choice(
+        rng,
+        ("I", "II", "III", "IV"),
+        np.where(small[:, None], STAGE_P["small_cell"], STAGE_P["other"]),
+    )
+    stage_n = np.select([c["stage"] == s for s in ("I", "II", "III", "IV")], [1, 2, 3, 4])
+    adv = stage_n >= 3
+    c["months_since_diagnosis"] = np.round(np.minimum(rng.exponential(9, n), 240), 1)
+    c["ecog"] = np.clip(np.round(rng.normal(0.7 + 0.35 * (stage_n - 1) / 3 * 3 / 2, 0.9, n)), 0, 4)
+
+    # markers: tested mostly in adenocarcinoma; untested = missing
+    adeno = c["histology"] == "adenocarcinoma"
+    nsq = np.isin(c["histology"], ("large_cell", "other"))
+    tested = rng.random(n) < np.select(
+        [adeno, nsq, c["histology"] == "squamous_cell"], [0.90, 0.50, 0.20], 0.05
+    )
+    egfr = rng.random(n) < np.where(adeno, np.where(never, 0.45, 0.12), 0.03)
+    alk = ~egfr & (rng.random(n) < np.where(adeno, np.where(never, 0.08, 0.02), 0.005))
+    kras = ~egfr & ~alk & (rng.random(n) < np.where(adeno, np.where(never, 0.08, 0.30), 0.05))
+    for name, v in (("egfr_mutation", egfr), ("alk_rearrangement", alk), ("kras_mutation", kras)):
+        c[name] = np.where(tested, v.astype(float), np.nan)
+    c["vascular_compression"] = (rng.random(n) < np.where(adv, 0.12, 0.02)).astype(float)
+
+    # treatments follow stage and markers
+    surgery = rng.random(n) < np.select(
+        [stage_n == 1, stage_n == 2, stage_n == 3], [0.75, 0.6, 0.15], 0.02
+    )
+    surgery &= ~small | (rng.random(n) < 0.2)
+    c["days_since_surgery"] = np.where(surgery, rng.integers(0, 730, n), np.nan)
+    chemo = rng.random(n) < np.select([stage_n == 1, stage_n == 2], [0.10, 0.40], 0.68)
+    c["chemotherapy"] = chemo.astype(float)
+    c["platinum_chemotherapy"] = (chemo & (rng.random(n) < 0.85)).astype(float)
+    squamous = c["histology"] == "squamous_cell"
+    c["gemcitabine"] = (chemo & (rng.random(n) < np.where(squamous, 0.30, 0.08))).astype(float)
+    tested_egfr = tested & egfr
+    c["egfr_tki"] = (tested_egfr & (rng.random(n) < np.where(adv, 0.85, 0.30))).astype(float)
+    c["anti_angiogenic"] = (
+        ~squamous & ~small & (stage_n == 4) & (c["egfr_tki"] == 0) & (rng.random(n) < 0.15)
+    ).astype(float)
+    c["immunotherapy"] = (adv & ~(tested & (egfr | alk)) & (rng.random(n) < 0.50)).astype(float)
+    c["radiotherapy"] = (rng.random(n) < np.select([stage_n == 3], [0.5], 0.15)).astype(float)
+    c["central_venous_catheter"] = (rng.random(n) < np.where(chemo, 0.30, 0.04)).astype(float)
+    c["esa_use"] = (rng.random(n) < np.where(chemo, 0.05, 0.01)).astype(float)
+    recent_op = surgery & (c["days_since_surgery"] <= 30)
+    c["anticoagulated"] = (rng.random(n) < np.where(recent_op, 0.45, 0.06)).astype(float)
+
+    # history
+    c["prior_vte"] = (rng.random(n) < 0.06).astype(float)
+    c["copd"] = (rng.random(n) < np.where(never, 0.05, 0.32)).astype(float)
+    c["pleural_effusion"] = (
+        rng.random(n) < np.select([stage_n == 4, stage_n == 3], [0.30, 0.10], 0.03)
+    ).astype(float)
+    c["immobilized"] = (rng.random(n) < np.where(c["ecog"] >= 3, 0.30, 0.04)).astype(float)
+    c["recent_hospitalization"] = (rng.random(n) < np.where(adv, 0.20, 0.08)).astype(float)
+    c["contrast_allergy"] = (rng.random(n) < 0.03).astype(float)
+
+    # laboratory (latent true values; masking comes later)
+    c["platelets"] = np.clip(np.exp(rng.normal(np.log(255) + 0.12 * adv, 0.30, n)), 20, 1500)
+    c["hemoglobin"] = np.clip(rng.normal(np.where(male, 134, 124) - 8 * chemo, 16, n), 50, 220)
+    c["leukocytes"] = np.clip(np.exp(rng.normal(np.log(7.6) + 0.10 * adv, 0.32, n)), 0.5, 80)
+    c["bmi"] = np.clip(rng.normal(25.5, 4.6, n), 14, 60)
+    c["creatinine"] = np.clip(np.exp(rng.normal(np.log(np.where(male, 85, 68)), 0.25, n)), 25, 900)
+    c["egfr_renal"] = _ckd_epi_2021(c["creatinine"], c["age"], male)
+    c["soluble_p_selectin"] = np.clip(np.exp(rng.normal(np.log(45), 0.4, n)), 1, 900)
+    c["systolic_bp"] = np.clip(rng.normal(128, 17, n), 70, 220)
+    return c
+
+
+def _ckd_epi_2021(creat_umol: np.ndarray, age: np.ndarray, male: np.ndarray) -> np.ndarray:
+    """Race-free CKD-EPI 2021 eGFR (Inker LA, NEJM 2021 [V]) from creatinine in µmol/L."""
+    scr = creat_umol / 88.4
+    kappa, alpha = np.where(male, 0.9, 0.7), np.where(male, -0.302, -0.241)
+    egfr = (
+        142
+        * np.minimum(scr / kappa, 1) ** alpha
+        * np.maximum(scr / kappa, 1) ** -1.2
+        * 0.9938**age
+        * np.where(male, 1.0, 1.012)
+    )
+    return np.clip(np.round(egfr, 0), 1, 200)
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Base risk, calibrated to the table's targets
+# ---------------------------------------------------------------------------------------
+
+
+def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The base-risk indicators, named as in the effect table (latent values: no NaN)."""
+    d = c["days_since_surgery"]
+    with np.errstate(invalid="ignore"):
+        return {
+            "adenocarcinoma": c["histology"] == "adenocarcinoma",
+            "alk_rearrangement": c["_alk"],
+            "egfr_mutation": c["_egfr"],
+            "kras_mutation": c["_kras"],
+            "chemotherapy": c["chemotherapy"] == 1,
+            "platinum_chemotherapy": c["platinum_chemotherapy"] == 1,
+            "gemcitabine": c["gemcitabine"] == 1,
+            "egfr_tki": c["egfr_tki"] == 1,
+            "anti_angiogenic": c["anti_angiogenic"] == 1,
+            "immunotherapy": c["immunotherapy"] == 1,
+            "surgery_0_30d": d <= 30,
+            "surgery_31_91d": (d > 30) & (d <= 91),
+            "surgery_92_182d": (d > 91) & (d <= 182),
+            "central_venous_catheter": c["central_venous_catheter"] == 1,
+            "prior_vte": c["prior_vte"] == 1,
+            "platelets_350": c["platelets"] >= 350,
+            "hemoglobin_below_100_or_esa": (c["hemoglobin"] < 100) | (c["esa_use"] == 1),
+            "hemoglobin_above_150": c["hemoglobin"] > 150,
+            "leukocytes_11": c["leukocytes"] > 11,
+            "bmi_35": c["bmi"] >= 35,
+            "ecog_2_plus": c["ecog"] >= 2,
+            "pleural_effusion": c["pleural_effusion"] == 1,
+            "immobilized": c["immobilized"] == 1,
+            "recent_hospitalization": c["recent_hospitalization"] == 1,
+            "vascular_compression": c["vascular_compression"] == 1,
+            "diagnosed_6_months": c["months_since_diagnosis"] <= 6,
+            "anticoagulated": c["anticoagulated"] == 1,
+        }
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _solve_intercept(eta: np.ndarray, target: float) -> float:
+    lo, hi = -15.0, 10.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _sigmoid(eta + mid).mean() < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _calibrate(
+    eta: np.ndarray, advanced: np.ndarray, incidence: float, marginal_or: float
+) -> tuple[float, float]:
+    """Solve (b0, β_stage) so that mean p = incidence and the stage III–IV vs I–II OR matches."""
+
+    def odds(p: float) -> float:
+        return p / (1 - p)
+
+    lo, hi = -2.0, 4.0
+    for _ in range(40):
+        beta = (lo + hi) / 2
+        b0 = _solve_intercept(eta + beta * advanced, incidence)
+        p = _sigmoid(eta + beta * advanced + b0)
+        ratio = odds(p[advanced].mean()) / odds(p[~advanced].mean())
+        lo, hi = (beta, hi) if ratio < marginal_or else (lo, beta)
+    beta = (lo + hi) / 2
+    return _solve_intercept(eta + beta * advanced, incidence), beta
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Findings given the outcome, with exact likelihood ratios
+# ---------------------------------------------------------------------------------------
+
+
+def _normal_llr(x: np.ndarray, mu0: np.ndarray | float, shift: float, sd: float) -> np.ndarray:
+    """log N(x; mu0 + shift, sd) − log N(x; mu0, sd)."""
+    return shift * (x - mu0) / sd**2 - shift**2 / (2 * sd**2)
+
+
+def _findings(
+    rng: np.random.Generator,
+    c: dict[str, np.ndarray],
+    y: np.ndarray,
+    fx: Effects,
+    advanced: np.ndarray,
+) -> np.ndarray:
+    n = len(y)
+    llr = np.zeros(n)
+
+    def binary(name: str) -> np.ndarray:
+        p1, p0 = fx(name, "p_if_pe"), fx(name, "p_if_no_pe")
+        v = rng.random(n) < np.where(y, p1, p0)
+        llr_v = np.where(v, np.log(p1 / p0), np.log((1 - p1) / (1 - p0)))
+        return v, llr_v
+
+    suspected, llr_s = binary("suspected_pe")
+    c["suspected_pe"] = suspected.astype(float)
+    llr += llr_s
+    for name in (
+        "dvt_signs",
+        "unilateral_leg_pain",
+        "pe_most_likely",
+        "hemoptysis",
+        "dyspnea",
+        "chest_pain",
+    ):
+        v, llr_v = binary(name)
+        c[name] = v.astype(float)
+        llr += llr_v
+
+    def lognormal(name: str, mu0: np.ndarray | float, sd: float, lo: float, hi: float) -> None:
+        nonlocal llr
+        shift = fx(name, "log_shift_if_pe")
+        z = rng.normal(mu0 + shift * y, sd, n)
+        llr += _normal_llr(z, mu0, shift, sd)
+        c[name] = np.clip(np.exp(z), lo, hi)
+
+    def normal(name: str, mu0: float, sd: float, lo: float, hi: float) -> None:
+        nonlocal llr
+        shift = fx(name, "shift_if_pe")
+        x = rng.normal(mu0 + shift * y, sd, n)
+        llr += _normal_llr(x, mu0, shift, sd)
+        c[name] = np.clip(x, lo, hi)
+
+    lognormal(
+        "d_dimer", np.log(0.55) + fx("d_dimer", "log_shift_advanced") * advanced, 0.9, 0.05, 100
+    )
+    lognormal("troponin", np.log(8.0), 0.9, 0.5, 100000)
+    lognormal("nt_probnp", np.log(220.0), 1.0, 5, 100000)
+    normal("heart_rate", 86, 14, 30, 220)
+    normal("pao2", 82, 12, 25, 600)
+    normal("rv_lv_ratio", 0.9, 0.15, 0.3, 3.5)
+    # saturation: 100 − a log-normal deficit (keeps it below 100 without clipping)
+    shift = (
+        -fx("oxygen_saturation", "shift_if_pe") / 4.0
+    )  # a 3-point drop ≈ 0.75 on the log deficit
+    z = rng.normal(np.log(4.0) + shift * y, 0.45, n)
+    llr += _normal_llr(z, np.log(4.0), shift, 0.45)
+    c["oxygen_saturation"] = np.round(np.clip(100 - np.exp(z), 50, 100), 1)
+    r1, r0 = fx("ecg_abnormalities", "rate_if_pe"), fx("ecg_abnormalities", "rate_if_no_pe")
+    k = rng.poisson(np.where(y, r1, r0))
+    llr += k * np.log(r1 / r0) - (r1 - r0)
+    c["ecg_abnormalities"] = np.minimum(k, 12).astype(float)
+    return llr
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Missingness: depends on the setting (suspected or routine), not on the outcome
+# ---------------------------------------------------------------------------------------
+
+#: P(measured | PE suspected), P(measured | routine assessment)
+MEASURED = {
+    "d_dimer": (0.90, 0.25),
+    "troponin": (0.70, 0.05),
+    "nt_probnp": (0.60, 0.05),
+    "rv_lv_ratio": (0.50, 0.03),
+    "ecg_abnormalities": (0.75, 0.10),
+    "pao2": (0.50, 0.08),
+    "heart_rate": (0.97, 0.70),
+    "oxygen_saturation": (0.97, 0.65),
+    "systolic_bp": (0.97, 0.75),
+    "platelets": (0.95, 0.88),
+    "hemoglobin": (0.95, 0.88),
+    "leukocytes": (0.95, 0.88),
+    "creatinine": (0.90, 0.80),
+    "egfr_renal": (0.85, 0.70),
+    "soluble_p_selectin": (0.03, 0.03),
+    "bmi": (0.85, 0.85),
+    "ecog": (0.80, 0.80),
+    "smoking_status": (0.92, 0.92),
+    "months_since_diagnosis": (0.95, 0.95),
+    "contrast_allergy": (0.80, 0.50),
+    "dvt_signs": (0.95, 0.25),
+    "unilateral_leg_pain": (0.90, 0.20),
+    "pe_most_likely": (0.90, 0.05),
+    "hemoptysis": (0.95, 0.50),
+    "dyspnea": (0.95, 0.50),
+    "chest_pain": (0.95, 0.45),
+    "vascular_compression": (0.60, 0.60),
+    "copd": (0.90, 0.90),
+    "pleural_effusion": (0.90, 0.85),
+    "immobilized": (0.90, 0.70),
+    "recent_hospitalization": (0.95, 0.95),
+    "prior_vte": (0.95, 0.95),
+    "central_venous_catheter": (0.95, 0.95),
+    "esa_use": (0.95, 0.95),
+    "anticoagulated": (0.97, 0.97),
+}
+
+
+def _mask(rng: np.random.Generator, c: dict[str, np.ndarray]) -> None:
+    suspected = c["suspected_pe"] == 1
+    n = len(suspected)
+    for name, (p_susp, p_routine) in MEASURED.items():
+        keep = rng.random(n) < np.where(suspected, p_susp, p_routine)
+        c[name] = (
+            np.where(keep, c[name], None)
+            if c[name].dtype == object
+            else np.where(keep, c[name], np.nan)
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------
+
+
+def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
+    """Generate ``n`` rows, deterministically for ``seed``."""
+    if n < 100:
+        raise ValueError(f"n={n} is too small for a cohort; give at least 100 rows")
+    fx = effects or load_effects()
+    rng = np.random.default_rng(seed)
+    c = _population(rng, n)
+    c["_egfr"], c["_alk"], c["_kras"] = (
+        np.nan_to_num(c["egfr_mutation"]) == 1,
+        np.nan_to_num(c["alk_rearrangement"]) == 1,
+        np.nan_to_num(c["kras_mutation"]) == 1,
+    )
+    advanced = np.isin(c["stage"], ("III", "IV"))
+    factors = _risk_factors(c)
+    ors = fx.odds_ratios()
+    eta = sum(np.log(ors[name]) * factors[name] for name in ors)
+    b0, beta = _calibrate(
+        eta, advanced, fx("incidence", "target"), fx("stage_iii_iv", "target_marginal_or")
+    )
+    logit_base = eta + beta * advanced + b0
+    p_base = _sigmoid(logit_base)
+    y = rng.random(n) < p_base
+    q = fx("pe_at_index", "fraction_of_events")
+    present = y & (rng.random(n) < q)
+    lr = np.exp(_findings(rng, c, present, fx, advanced))
+    p_true = (q * p_base * lr + (1 - q) * p_base) / (
+        q * p_base * lr + (1 - q) * p_base + 1 - p_base
+    )
+    _mask(rng, c)
+
+    frame = pd.DataFrame(
+        {
+            f.name: c.get(
+                f.name, np.full(n, None if f.kind.value in ("category", "text") else np.nan)
+            )
+            for f in FIELDS
+        }
+    )
+    frame["patient_id"] = [f"SYN-{seed}-{i:07d}" for i in range(n)]
+    for name in ("age", "ecog", "days_since_surgery", "ecg_abnormalities"):
+        frame[name] = frame[name].astype("Int64") if name != "age" else frame[name]
+    for name in (
+        "platelets",
+        "hemoglobin",
+        "leukocytes",
+        "creatinine",
+        "bmi",
+        "heart_rate",
+        "systolic_bp",
+        "pao2",
+        "nt_probnp",
+        "soluble_p_selectin",
+    ):
+        frame[name] = frame[name].round(1)
+    for name in ("d_dimer", "rv_lv_ratio", "troponin"):
+        frame[name] = frame[name].round(2 if name != "d_dimer" else 3)
+    for f in FIELDS:
+        if f.kind.value == "boolean":
+            frame[f.name] = frame[f.name].astype("boolean")  # true/false/null, as the contract says
+    frame[OUTCOME] = y.astype(int)
+    truth = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "true_probability": p_true,
+            "base_probability": p_base,
+            "pe_at_index": present,
+        }
+    )
+    meta = {
+        "synthetic": True,
+        "generator": GENERATOR,
+        "n": n,
+        "seed": seed,
+        "effects_digest": fx.digest,
+        "horizon_days": 180,
+        "intercept": round(b0, 6),
+        "stage_iii_iv_log_or": round(beta, 6),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "note": "SYNTHETIC DATA: generated by pe-risk from published effect sizes; not patients",
+    }
+    return Cohort(frame, truth, meta)
+
+
+def truth_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.truth{path.suffix}")
+
+
+def meta_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.meta.json")
+
+
+def write(cohort: Cohort, path: Path) -> list[Path]:
+    """Write the cohort, its truth (separate file) and its metadata; returns the paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paths = [path, truth_path(path), meta_path(path)]
+    if path.suffix.lower() == ".parquet":
+        for df, p in ((cohort.frame, paths[0]), (cohort.truth, paths[1])):
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            meta = {**(table.schema.metadata or {}), b"pe_risk": json.dumps(cohort.meta).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), p)
+    elif path.suffix.lower() == ".csv":
+        cohort.frame.to_csv(paths[0], index=False)
+        cohort.truth.to_csv(paths[1], index=False)
+    else:
+        raise ValueError(f"{path}: give a .parquet or .csv path")
+    paths[2].write_text(json.dumps(cohort.meta, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The cohort's metadata (Parquet schema metadata, else the sidecar JSON)."""
+    if path.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(path).metadata or {}).get(b"pe_risk")
+        if raw:
+            return json.loads(raw)
+    return json.loads(meta_path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------
+# Checks against the published figures (used by `pe-risk cohort --describe` and data tests)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    low: float  # 99 % interval (sampling error) where one applies, else the value
+    high: float
+    published: str
+    ok: bool
+    source: str
+
+
+def _odds_ratio(y: np.ndarray, exposed: np.ndarray) -> tuple[float, float, float]:
+    """Odds ratio with a 99 % Woolf interval."""
+    a, b = (y & exposed).sum(), (~y & exposed).sum()
+    c, d = (y & ~exposed).sum(), (~y & ~exposed).sum()
+    log_or = np.log((a * d) / (b * c))
+    se = np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
+    return (
+        float(np.exp(log_or)),
+        float(np.exp(log_or - 2.576 * se)),
+        float(np.exp(log_or + 2.576 * se)),
+    )
+
+
+def _rate(y: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+    """Proportion with a 99 % Wilson interval."""
+    n, k = mask.sum(), (y & mask).sum()
+    p, z = k / n, 2.576
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(p), float(centre - half), float(centre + half)
+
+
+def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
+    """Compare a cohort with the published figures it was built to reproduce."""
+    from sklearn.metrics import roc_auc_score
+
+    from features.build import frame_columns
+    from features.scores import KHORANA
+
+    fx = load_effects()
+    y = frame[OUTCOME].to_numpy() == 1
+    checks: list[Check] = []
+    inc = _rate(y, np.ones(len(y), dtype=bool))
+    checks.append(
+        Check(
+            "incidence of PE within 180 days",
+            *inc,
+            "5–12 % by case mix",
+            0.05 <= inc[0] <= 0.12,
+            load_effects().rows[("incidence", "target")][1][:60],
+        )
+    )
+    oracle = float(roc_auc_score(y, truth["true_probability"]))
+    checks.append(
+        Check(
+            "oracle AUROC (true probability)",
+            oracle,
+            oracle,
+            oracle,
+            "upper bound for any model",
+            0.7 <= oracle <= 0.95,
+            "this generator",
+        )
+    )
+    calib = float(truth["true_probability"].mean())
+    checks.append(
+        Check(
+            "mean true probability",
+            calib,
+            calib,
+            calib,
+            "= incidence",
+            inc[1] <= calib <= inc[2],
+            "Bayes: E[p_true] = P(PE)",
+        )
+    )
+    advanced = frame["stage"].isin(["III", "IV"]).to_numpy()
+    target = fx("stage_iii_iv", "target_marginal_or")
+    orr = _odds_ratio(y, advanced)
+    checks.append(
+        Check(
+            "OR stage III–IV vs I–II",
+            *orr,
+            f"{target:g}",
+            orr[1] <= target <= orr[2],
+            "review, ref 19",
+        )
+    )
+    cases = frame.loc[y, "histology"].value_counts(normalize=True)
+    adeno = float(cases.get("adenocarcinoma", 0))
+    checks.append(
+        Check(
+            "adenocarcinoma share of PE cases",
+            adeno,
+            adeno,
+            adeno,
+            f"most common (next: {cases.index[1]} {cases.iloc[1]:.2f})",
+            cases.index[0] == "adenocarcinoma",
+            "review (Cui; our centre)",
+        )
+    )
+    alk = frame["alk_rearrangement"].to_numpy(dtype=float, na_value=np.nan)
+    alk_or = _odds_ratio(y[~np.isnan(alk)], alk[~np.isnan(alk)] == 1)
+    checks.append(
+        Check(
+            "OR ALK+ vs ALK− (tested)",
+            *alk_or,
+            "HR 1.87–3.70",
+            alk_or[1] > 1,
+            "Al-Samkari 2020; Icht 2023",
+        )
+    )
+    egfr = frame["egfr_mutation"].to_numpy(dtype=float, na_value=np.nan)
+    egfr_or = _odds_ratio(y[~np.isnan(egfr)], egfr[~np.isnan(egfr)] == 1)
+    checks.append(
+        Check(
+            "OR EGFR+ vs EGFR− (tested)",
+            *egfr_or,
+            "not raised (HR 0.46)",
+            egfr_or[1] <= 1.0,
+            "Dou 2018; Multidiscip Respir Med 2017",
+        )
+    )
+    days = frame["days_since_surgery"].to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bands = [(0, 30), (31, 91), (92, 182), (183, 365)]
+        rates = [_rate(y, (days >= lo) & (days <= hi)) for lo, hi in bands]
+    first = rates[0]
+    later = max(r[0] for r in rates[1:])
+    checks.append(
+        Check(
+            "PE rate ≤1 month after surgery",
+            *first,
+            f"peak in month one (later bands ≤{later:.3f})",
+            first[0] > later,
+            "Yang (review, ref 23)",
+        )
+    )
+    khorana = KHORANA.evaluate(frame_columns(frame)).points
+    k_auc = float(roc_auc_score(y, khorana))
+    checks.append(
+        Check(
+            "Khorana AUROC",
+            k_auc,
+            k_auc,
+            k_auc,
+            "0.55–0.62 in lung cancer",
+            0.55 <= k_auc <= 0.62,
+            "Cancers 2024 (0.57); van Es 2020",
+        )
+    )
+    return checks
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = [f"{'check':<38} {'cohort':>8} {'99% interval':>17}  {'published':<32} ok"]
+    for ch in checks:
+        interval = f"{ch.low:.3f}–{ch.high:.3f}" if ch.low != ch.high else ""
+        lines.append(
+            f"{ch.name:<38} {ch.value:>8.3f} {interval:>17}  {ch.published:<32} "
+            f"{'yes' if ch.ok else 'NO'}"
+        )
+    return "\n".join(lines)
