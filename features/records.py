@@ -378,12 +378,12 @@ def issues_from(exc: ValidationError, raw: Any) -> list[FieldIssue]:
         given = raw.get(name)
         spec = BY_NAME.get(name)
         etype = err["type"]
-        if etype == "extra_forbidden" or spec is None:
+        if spec is None or (etype == "extra_forbidden" and len(loc) == 1):
             issue = unknown_issue(name, given)
-        elif etype == "missing":
+        elif etype == "missing" and len(loc) == 1:
             issue = missing_issue(spec)
         elif etype in ("unit", "range"):
-            issue = FieldIssue(name, _plain_raw(given), etype, err["ctx"]["msg"])
+            issue = FieldIssue(name, _truncate(given), etype, err["ctx"]["msg"])
         elif etype in ("greater_than_equal", "less_than_equal"):
             issue = range_issue(spec, given, float(given))
         elif etype == "literal_error":
@@ -395,8 +395,6 @@ def issues_from(exc: ValidationError, raw: Any) -> list[FieldIssue]:
                 "length",
                 f"{name} is longer than {spec.max_length} characters",
             )
-        elif etype == "extra_forbidden" and len(loc) > 1:
-            issue = type_issue(spec, given)
         else:
             issue = type_issue(spec, given)
         # keep the most specific message per field: unit/range beat a union's type errors
@@ -404,10 +402,6 @@ def issues_from(exc: ValidationError, raw: Any) -> list[FieldIssue]:
         if prev is None or (prev.rule == "type" and issue.rule != "type"):
             by_field[name] = issue
     return list(by_field.values())
-
-
-def _plain_raw(value: Any) -> Any:
-    return _truncate(value)
 
 
 def _truncate(value: Any) -> Any:

@@ -561,6 +561,15 @@ def _odds_ratio(y: np.ndarray, exposed: np.ndarray) -> tuple[float, float, float
     )
 
 
+def _tested_odds_ratio(
+    frame: pd.DataFrame, y: np.ndarray, marker: str
+) -> tuple[float, float, float]:
+    """Odds ratio of a marker among the rows where it was tested (untested = missing)."""
+    x = frame[marker].to_numpy(dtype=float, na_value=np.nan)
+    tested = ~np.isnan(x)
+    return _odds_ratio(y[tested], x[tested] == 1)
+
+
 def _rate(y: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
     """Proportion with a 99 % Wilson interval."""
     n, k = mask.sum(), (y & mask).sum()
@@ -639,8 +648,7 @@ def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
             "review (Cui; our centre)",
         )
     )
-    alk = frame["alk_rearrangement"].to_numpy(dtype=float, na_value=np.nan)
-    alk_or = _odds_ratio(y[~np.isnan(alk)], alk[~np.isnan(alk)] == 1)
+    alk_or = _tested_odds_ratio(frame, y, "alk_rearrangement")
     checks.append(
         Check(
             "OR ALK+ vs ALK− (tested)",
@@ -650,8 +658,7 @@ def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
             "Al-Samkari 2020; Icht 2023",
         )
     )
-    egfr = frame["egfr_mutation"].to_numpy(dtype=float, na_value=np.nan)
-    egfr_or = _odds_ratio(y[~np.isnan(egfr)], egfr[~np.isnan(egfr)] == 1)
+    egfr_or = _tested_odds_ratio(frame, y, "egfr_mutation")
     checks.append(
         Check(
             "OR EGFR+ vs EGFR− (tested)",
