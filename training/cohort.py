@@ -126,7 +126,7 @@ def _population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     stage_n = np.select([c["stage"] == s for s in ("I", "II", "III", "IV")], [1, 2, 3, 4])
     adv = stage_n >= 3
     c["months_since_diagnosis"] = np.round(np.minimum(rng.exponential(9, n), 240), 1)
-    c["ecog"] = np.clip(np.round(rng.normal(0.7 + 0.35 * (stage_n - 1) / 3 * 3 / 2, 0.9, n)), 0, 4)
+    c["ecog"] = np.clip(np.round(rng.normal(0.7 + 0.175 * (stage_n - 1), 0.9, n)), 0, 4)
 
     # markers: tested mostly in adenocarcinoma; untested = missing
     adeno = c["histology"] == "adenocarcinoma"
@@ -448,8 +448,8 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
         }
     )
     frame["patient_id"] = [f"SYN-{seed}-{i:07d}" for i in range(n)]
-    for name in ("age", "ecog", "days_since_surgery", "ecg_abnormalities"):
-        frame[name] = frame[name].astype("Int64") if name != "age" else frame[name]
+    for name in ("ecog", "days_since_surgery", "ecg_abnormalities"):
+        frame[name] = frame[name].astype("Int64")
     for name in (
         "platelets",
         "hemoglobin",
