@@ -207,8 +207,8 @@ def cohort(
     from training import cohort as synth
 
     if describe_only is not None:
-        frame = _read(describe_only)
-        truth = _read(synth.truth_path(describe_only))
+        frame = _read_cohort(describe_only)
+        truth = synth.read_truth(describe_only)
         typer.echo(synth.format_checks(synth.describe(frame, truth)))
         return
     if out is None:
@@ -228,14 +228,10 @@ def cohort(
         typer.echo(synth.format_checks(synth.describe(result.frame, result.truth)))
 
 
-def _read(path: Path):
-    """A cohort file in canonical form (validated), or its truth file as written."""
-    import pandas as pd
-
+def _read_cohort(path: Path):
+    """A cohort file in canonical form (validated with the outcome required)."""
     from features.table import read_table, validate_table
 
-    if path.stem.endswith(".truth"):
-        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     report = validate_table(read_table(path), require_outcome=True)
     if not report.ok:
         typer.echo(

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import FIELDS, OUTCOME
+from features.contract import FIELDS, OUTCOME, Kind
 
 EFFECTS_PATH = Path(__file__).with_name("cohort_effects.csv")
 GENERATOR = "pe-risk synthetic cohort v1"
@@ -442,7 +442,7 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     frame = pd.DataFrame(
         {
             f.name: c.get(
-                f.name, np.full(n, None if f.kind.value in ("category", "text") else np.nan)
+                f.name, np.full(n, None if f.kind in (Kind.CATEGORY, Kind.TEXT) else np.nan)
             )
             for f in FIELDS
         }
@@ -463,10 +463,11 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
         "soluble_p_selectin",
     ):
         frame[name] = frame[name].round(1)
-    for name in ("d_dimer", "rv_lv_ratio", "troponin"):
-        frame[name] = frame[name].round(2 if name != "d_dimer" else 3)
+    frame["d_dimer"] = frame["d_dimer"].round(3)
+    for name in ("rv_lv_ratio", "troponin"):
+        frame[name] = frame[name].round(2)
     for f in FIELDS:
-        if f.kind.value == "boolean":
+        if f.kind is Kind.BOOLEAN:
             frame[f.name] = frame[f.name].astype("boolean")  # true/false/null, as the contract says
     frame[OUTCOME] = y.astype(int)
     truth = pd.DataFrame(
@@ -519,6 +520,12 @@ def write(cohort: Cohort, path: Path) -> list[Path]:
         raise ValueError(f"{path}: give a .parquet or .csv path")
     paths[2].write_text(json.dumps(cohort.meta, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def read_truth(path: Path) -> pd.DataFrame:
+    """The truth file written beside the cohort at ``path`` (never a model input)."""
+    truth = truth_path(path)
+    return pd.read_parquet(truth) if truth.suffix.lower() == ".parquet" else pd.read_csv(truth)
 
 
 def read_meta(path: Path) -> dict[str, Any]:

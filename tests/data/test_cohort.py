@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from features.table import read_table, validate_table
 from training.cli import app
-from training.cohort import describe, generate, load_effects, read_meta, truth_path, write
+from training.cohort import describe, generate, load_effects, read_meta, read_truth, write
 
 pytestmark = pytest.mark.data
 
@@ -112,9 +112,7 @@ def test_written_cohort_validates_and_is_labelled_synthetic(tmp_path: Path, suff
     assert report.n_rows == 5000
     assert read_meta(path)["synthetic"] is True
     assert read_meta(path)["effects_digest"] == load_effects().digest
-    truth = (
-        pd.read_parquet(truth_path(path)) if suffix == ".parquet" else pd.read_csv(truth_path(path))
-    )
+    truth = read_truth(path)
     assert (
         "true_probability" in truth.columns and "true_probability" not in read_table(path).columns
     )
