@@ -137,6 +137,8 @@ def _population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     egfr = rng.random(n) < np.where(adeno, np.where(never, 0.45, 0.12), 0.03)
     alk = ~egfr & (rng.random(n) < np.where(adeno, np.where(never, 0.08, 0.02), 0.005))
     kras = ~egfr & ~alk & (rng.random(n) < np.where(adeno, np.where(never, 0.08, 0.30), 0.05))
+    # the latent mutation drives risk whether or not it was tested; only the column is masked
+    c["_egfr"], c["_alk"], c["_kras"] = egfr, alk, kras
     for name, v in (("egfr_mutation", egfr), ("alk_rearrangement", alk), ("kras_mutation", kras)):
         c[name] = np.where(tested, v.astype(float), np.nan)
     c["vascular_compression"] = (rng.random(n) < np.where(adv, 0.12, 0.02)).astype(float)
@@ -416,11 +418,6 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     fx = effects or load_effects()
     rng = np.random.default_rng(seed)
     c = _population(rng, n)
-    c["_egfr"], c["_alk"], c["_kras"] = (
-        np.nan_to_num(c["egfr_mutation"]) == 1,
-        np.nan_to_num(c["alk_rearrangement"]) == 1,
-        np.nan_to_num(c["kras_mutation"]) == 1,
-    )
     advanced = np.isin(c["stage"], ("III", "IV"))
     factors = _risk_factors(c)
     ors = fx.odds_ratios()
