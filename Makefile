@@ -38,6 +38,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 bench: $(STAMP)  ## run the benchmarks and print their tables
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_cohort.py
+	$(BIN)/python benchmarks/bench_training.py
 
 serve: $(STAMP)  ## serve predictions on localhost:$(PORT) (trains on the synthetic cohort when no champion exists)
 	@if $(BIN)/pe-risk serve --help >/dev/null 2>&1; then $(BIN)/pe-risk serve --port $(PORT); \

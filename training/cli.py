@@ -270,5 +270,9 @@ def _write(df, out: Path) -> None:
         raise typer.Exit(2)
 
 
+from training.model_cli import register_commands  # noqa: E402  (train, models, promote)
+
+register_commands(app)
+
 if __name__ == "__main__":
     app()

@@ -78,7 +78,7 @@ def load_effects(path: Path = EFFECTS_PATH) -> Effects:
 @dataclass
 class Cohort:
     frame: pd.DataFrame  # the data contract columns + pe_event
-    truth: pd.DataFrame  # row, true_probability, base_probability (never inputs)
+    truth: pd.DataFrame  # row, true/observable/base probability, pe_at_index (never inputs)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -242,6 +242,58 @@ def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         }
 
 
+def _with_findings(p_base: np.ndarray, q: float, llr: np.ndarray) -> np.ndarray:
+    """P(event) after the index-date findings: a fraction ``q`` of events is PE already present
+    at the index date, whose findings carry likelihood ratio ``exp(llr)``."""
+    lr = np.exp(llr)
+    return (q * p_base * lr + (1 - q) * p_base) / (q * p_base * lr + (1 - q) * p_base + 1 - p_base)
+
+
+#: base-risk factor → the record field that shows it (masking can hide it)
+_FACTOR_FIELD = {
+    "alk_rearrangement": "alk_rearrangement",
+    "egfr_mutation": "egfr_mutation",
+    "kras_mutation": "kras_mutation",
+    "platelets_350": "platelets",
+    "hemoglobin_above_150": "hemoglobin",
+    "leukocytes_11": "leukocytes",
+    "bmi_35": "bmi",
+    "ecog_2_plus": "ecog",
+    "diagnosed_6_months": "months_since_diagnosis",
+}
+
+
+def _recorded(values: np.ndarray) -> np.ndarray:
+    return ~pd.isna(values)
+
+
+def _observable_eta(
+    c: dict[str, np.ndarray], factors: dict[str, np.ndarray], ors: dict[str, float]
+) -> np.ndarray:
+    """The base linear predictor from what the record shows.
+
+    A factor whose field was masked enters at its mean within the row's histology
+    (mutations and labs depend on it), a close stand-in for its expectation given
+    the record; everything else enters as is. With the findings of ``_with_findings``
+    restricted to the recorded ones (an unrecorded finding's expected likelihood ratio
+    is 1), this gives ``observable_probability``: the benchmark a model trained on the
+    records can reach, where ``true_probability`` also knows the hidden values.
+    """
+    hist = c["histology"]
+    eta = np.zeros(len(hist))
+    for name in ors:
+        x = factors[name].astype(float)
+        field = _FACTOR_FIELD.get(name)
+        hidden = ~_recorded(c[field]) if field else np.zeros(len(x), dtype=bool)
+        if name == "hemoglobin_below_100_or_esa":
+            hidden = ~_recorded(c["hemoglobin"]) & (c["esa_use"] != 1)
+        if hidden.any():
+            means = {h: x[hist == h].mean() for h in np.unique(hist)}
+            x = np.where(hidden, np.vectorize(means.get, otypes=[float])(hist), x)
+        eta += np.log(ors[name]) * x
+    return eta
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -289,9 +341,10 @@ def _findings(
     y: np.ndarray,
     fx: Effects,
     advanced: np.ndarray,
-) -> np.ndarray:
+) -> dict[str, np.ndarray]:
+    """Draw the index-date findings given PE present (``y``); return each one's log-likelihood ratio."""
     n = len(y)
-    llr = np.zeros(n)
+    llr: dict[str, np.ndarray] = {}
 
     def binary(name: str) -> np.ndarray:
         p1, p0 = fx(name, "p_if_pe"), fx(name, "p_if_no_pe")
@@ -301,7 +354,7 @@ def _findings(
 
     suspected, llr_s = binary("suspected_pe")
     c["suspected_pe"] = suspected.astype(float)
-    llr += llr_s
+    llr["suspected_pe"] = llr_s
     for name in (
         "dvt_signs",
         "unilateral_leg_pain",
@@ -312,20 +365,18 @@ def _findings(
     ):
         v, llr_v = binary(name)
         c[name] = v.astype(float)
-        llr += llr_v
+        llr[name] = llr_v
 
     def lognormal(name: str, mu0: np.ndarray | float, sd: float, lo: float, hi: float) -> None:
-        nonlocal llr
         shift = fx(name, "log_shift_if_pe")
         z = rng.normal(mu0 + shift * y, sd, n)
-        llr += _normal_llr(z, mu0, shift, sd)
+        llr[name] = _normal_llr(z, mu0, shift, sd)
         c[name] = np.clip(np.exp(z), lo, hi)
 
     def normal(name: str, mu0: float, sd: float, lo: float, hi: float) -> None:
-        nonlocal llr
         shift = fx(name, "shift_if_pe")
         x = rng.normal(mu0 + shift * y, sd, n)
-        llr += _normal_llr(x, mu0, shift, sd)
+        llr[name] = _normal_llr(x, mu0, shift, sd)
         c[name] = np.clip(x, lo, hi)
 
     lognormal(
@@ -341,11 +392,11 @@ def _findings(
         -fx("oxygen_saturation", "shift_if_pe") / 4.0
     )  # a 3-point drop ≈ 0.75 on the log deficit
     z = rng.normal(np.log(4.0) + shift * y, 0.45, n)
-    llr += _normal_llr(z, np.log(4.0), shift, 0.45)
+    llr["oxygen_saturation"] = _normal_llr(z, np.log(4.0), shift, 0.45)
     c["oxygen_saturation"] = np.round(np.clip(100 - np.exp(z), 50, 100), 1)
     r1, r0 = fx("ecg_abnormalities", "rate_if_pe"), fx("ecg_abnormalities", "rate_if_no_pe")
     k = rng.poisson(np.where(y, r1, r0))
-    llr += k * np.log(r1 / r0) - (r1 - r0)
+    llr["ecg_abnormalities"] = k * np.log(r1 / r0) - (r1 - r0)
     c["ecg_abnormalities"] = np.minimum(k, 12).astype(float)
     return llr
 
@@ -430,11 +481,14 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     y = rng.random(n) < p_base
     q = fx("pe_at_index", "fraction_of_events")
     present = y & (rng.random(n) < q)
-    lr = np.exp(_findings(rng, c, present, fx, advanced))
-    p_true = (q * p_base * lr + (1 - q) * p_base) / (
-        q * p_base * lr + (1 - q) * p_base + 1 - p_base
-    )
+    llr = _findings(rng, c, present, fx, advanced)
+    p_true = _with_findings(p_base, q, sum(llr.values()))
     _mask(rng, c)
+    p_seen = _with_findings(
+        _sigmoid(_observable_eta(c, factors, ors) + beta * advanced + b0),
+        q,
+        sum(v * _recorded(c[name]) for name, v in llr.items()),
+    )
 
     frame = pd.DataFrame(
         {
@@ -466,12 +520,14 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     for f in FIELDS:
         if f.kind is Kind.BOOLEAN:
             frame[f.name] = frame[f.name].astype("boolean")  # true/false/null, as the contract says
+    frame["site"], frame["index_date"] = _sites_and_dates(np.random.default_rng([seed, 1]), n)
     frame[OUTCOME] = y.astype(int)
     truth = pd.DataFrame(
         {
             "row": np.arange(n),
             "true_probability": p_true,
             "base_probability": p_base,
+            "observable_probability": p_seen,
             "pe_at_index": present,
         }
     )
@@ -488,6 +544,22 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
         "note": "SYNTHETIC DATA: generated by pe-risk from published effect sizes; not patients",
     }
     return Cohort(frame, truth, meta)
+
+
+SITES = ("site-A", "site-B", "site-C", "site-D")
+
+
+def _sites_and_dates(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A site and an index date per row, for site and temporal hold-out validation.
+
+    Drawn from their own random stream, independent of every clinical value, so the
+    cohort has no site or period effect: a hold-out split tests the machinery, not
+    a real shift (a hospital's own table brings the real one).
+    """
+    site = rng.choice(np.array(SITES, dtype=object), size=n, p=(0.4, 0.3, 0.2, 0.1))
+    day = rng.integers(0, 4 * 365, size=n)
+    dates = (np.datetime64("2021-01-01") + day.astype("timedelta64[D]")).astype(str)
+    return site, dates.astype(object)
 
 
 def truth_path(path: Path) -> Path:
@@ -613,6 +685,18 @@ def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
             "upper bound for any model",
             0.7 <= oracle <= 0.95,
             "this generator",
+        )
+    )
+    seen = float(roc_auc_score(y, truth["observable_probability"]))
+    checks.append(
+        Check(
+            "observable AUROC (from the record)",
+            seen,
+            seen,
+            seen,
+            "ceiling from the record",
+            0.6 <= seen <= oracle,
+            "hidden values at their expectation",
         )
     )
     calib = float(truth["true_probability"].mean())

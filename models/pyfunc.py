@@ -1,0 +1,58 @@
+"""The registered MLflow model: raw records in, calibrated PE probability out.
+
+Logged as MLflow "models from code" (this file is the model's code; the booster and
+its JSON are artefacts), so loading a registered model never unpickles anything.
+
+A data scientist calls::
+
+    model = mlflow.pyfunc.load_model("models:/pe-risk@champion")
+    p = model.predict(pd.read_parquet("patients.parquet"))
+
+The input is a table in the data contract as read from CSV or Parquet (no outcome
+column needed; an outcome column, ``site`` and ``index_date`` are ignored). Every row
+is validated first; a bad row raises ``ValueError`` naming the row, the field, the
+value and what is accepted, and nothing is predicted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from features.contract import OUTCOME, TABLE_META
+from features.table import validate_table
+from models.artifact import PERiskModel
+
+ARTIFACT_KEY = "model"
+MAX_ISSUES_SHOWN = 20
+
+
+class PERiskPyfunc(mlflow.pyfunc.PythonModel):
+    """``predict(DataFrame of records) -> ndarray of calibrated probabilities``."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = PERiskModel.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        frame = model_input.drop(columns=[OUTCOME, *TABLE_META], errors="ignore")
+        report = validate_table(frame)
+        if report.issues:
+            shown = "\n".join(
+                f"  row {i.row}: {i.message}" if i.row else f"  table: {i.message}"
+                for i in report.issues[:MAX_ISSUES_SHOWN]
+            )
+            more = len(report.issues) - MAX_ISSUES_SHOWN
+            tail = f"\n  … and {more} more (run `pe-risk validate` for all)" if more > 0 else ""
+            raise ValueError(
+                f"{report.n_bad} of {report.n_rows} rows fail the data contract; "
+                f"nothing was predicted:\n{shown}{tail}"
+            )
+        return self.model.probability(report.columns)
+
+
+mlflow.models.set_model(PERiskPyfunc())

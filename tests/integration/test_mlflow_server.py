@@ -1,0 +1,93 @@
+"""Against a real team-style tracking server: `mlflow server` on 127.0.0.1 with a SQL store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from training.cli import app
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(
+                "mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:]
+            )
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_train_against_a_tracking_server_and_load_the_champion(mlflow_server, monkeypatch) -> None:
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    res = CliRunner().invoke(app, ["train", "--synthetic", "20000", "--bootstrap", "30"])
+    assert res.exit_code == 0, res.output
+    assert "is now 'champion'" in res.output
+
+    mlflow.set_tracking_uri(mlflow_server)
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("pe-risk", "champion")
+    assert mv.tags["synthetic"] == "true"
+    run = client.get_run(mv.run_id)
+    assert run.info.status == "FINISHED" and "test_auroc" in run.data.metrics
+    assert not str(run.info.artifact_uri).startswith("file:")  # artefacts went through the server
+
+    state = Path(os.environ["PE_RISK_STATE_DIR"])
+    cohort = pd.read_parquet(state / "cohorts" / "cohort-20000-7.parquet").head(50)
+    p = mlflow.pyfunc.load_model("models:/pe-risk@champion").predict(
+        cohort.drop(columns="pe_event")
+    )
+    assert p.shape == (50,) and np.all((p > 0) & (p < 1))

@@ -1,0 +1,91 @@
+"""Evaluation metrics against their definitions (clinical.md §5.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import evaluate as ev
+
+
+def _expit(z):
+    return 1 / (1 + np.exp(-z))
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    rng = np.random.default_rng(3)
+    p = _expit(rng.normal(-2.5, 1.0, 200_000))
+    y = (rng.random(p.size) < p).astype(float)
+    return y, p
+
+
+def test_calibrated_predictions_have_slope_one_and_intercept_zero(calibrated) -> None:
+    y, p = calibrated
+    assert ev.calibration_slope(y, p) == pytest.approx(1.0, abs=0.03)
+    assert ev.calibration_intercept(y, p) == pytest.approx(0.0, abs=0.03)
+    assert ev.calibration_errors(y, p)["ici"] < 0.005
+
+
+def test_too_extreme_predictions_have_slope_below_one(calibrated) -> None:
+    y, p = calibrated
+    extreme = _expit(2 * ev._logit(p))  # log-odds doubled → slope 1/2
+    assert ev.calibration_slope(y, extreme) == pytest.approx(0.5, abs=0.02)
+
+
+def test_underestimated_risk_has_positive_intercept(calibrated) -> None:
+    y, p = calibrated
+    low = _expit(ev._logit(p) - 0.5)
+    assert ev.calibration_intercept(y, low) == pytest.approx(0.5, abs=0.03)
+    assert ev.calibration_errors(y, low)["ici"] > 0.02
+
+
+def test_ece_by_hand() -> None:
+    # bin [0.1, 0.2): predictions 0.15 ×4, one event → |1 − 0.6| = 0.4
+    # bin [0.9, 1.0]: predictions 0.95 ×1, one event → |1 − 0.95| = 0.05
+    y = np.array([1, 0, 0, 0, 1.0])
+    p = np.array([0.15, 0.15, 0.15, 0.15, 0.95])
+    assert ev.ece(y, p) == pytest.approx((0.4 + 0.05) / 5)
+
+
+def test_net_benefit_by_hand() -> None:
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    treat = np.array([1, 0, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)  # 1 TP, 2 FP
+    pt = 0.2
+    assert ev.net_benefit(y, treat, pt) == pytest.approx(1 / 10 - 2 / 10 * 0.25)
+
+
+def test_decision_curve_reference_strategies() -> None:
+    y = np.array([1, 0, 0, 0])
+    curve = ev.decision_curve(y, {"m": np.array([0.9, 0.05, 0.05, 0.05])})
+    row = curve[curve["threshold"] == 0.1].iloc[0]
+    assert row["treat_all"] == pytest.approx(0.25 - 0.75 * 0.1 / 0.9)
+    assert row["treat_none"] == 0.0
+    assert row["m"] == pytest.approx(0.25)  # the one event treated, no false positives
+    assert curve["threshold"].min() == 0.02 and curve["threshold"].max() == 0.3
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate(calibrated) -> None:
+    y, p = calibrated[0][:5000], calibrated[1][:5000]
+    a = ev.bootstrap(y, p, ev.rank_metrics, n_boot=40, seed=1)
+    b = ev.bootstrap(y, p, ev.rank_metrics, n_boot=40, seed=1)
+    assert a == b
+    assert a["auroc"].low < a["auroc"].value < a["auroc"].high
+
+
+def test_subgroups_cover_every_row_once_per_grouping() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    cols = {
+        "sex": rng.choice(np.array(["female", "male"], dtype=object), n),
+        "age": rng.uniform(40, 90, n),
+        "stage": rng.choice(np.array(["I", "II", "III", "IV"], dtype=object), n),
+        "histology": rng.choice(np.array(["adenocarcinoma", None], dtype=object), n),
+        "suspected_pe": rng.choice([0.0, 1.0, np.nan], n),
+    }
+    p = rng.uniform(0.01, 0.5, n)
+    y = (rng.random(n) < p).astype(float)
+    table = ev.subgroup_table(cols, y, p)
+    assert set(table["subgroup"]) == set(ev.SUBGROUPS)
+    assert (table.groupby("subgroup")["rows"].sum() == n).all()
+    assert "unknown" in set(table.loc[table["subgroup"] == "histology", "level"])

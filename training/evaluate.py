@@ -1,0 +1,247 @@
+"""How good is a risk model on held-out rows: discrimination, calibration, clinical utility.
+
+Metrics and their sources (clinical.md §5.2):
+
+- AUROC and AUPRC (report AUPRC beside AUROC for rare outcomes).
+- Brier score, and the scaled Brier ``1 − Brier / (p̄(1 − p̄))``.
+- Calibration intercept (calibration-in-the-large: ``logit P(y) = a + offset(logit p̂)``)
+  and calibration slope (``logit P(y) = a + b·logit p̂``); ideal 0 and 1. Van Calster B
+  et al., BMC Med 2019;17:230 (STRATOS): report the slope at internal validation, the
+  curve, intercept and slope at external validation; no Hosmer–Lemeshow.
+- ICI, E50, E90, Emax: the absolute gap between p̂ and a loess smooth of y on p̂.
+  Austin PC, Steyerberg EW, Stat Med 2019;38:4051.
+- ECE with ten equal-width bins (secondary to ICI; Naeini MP, AAAI 2015; Guo C, ICML 2017).
+- Net benefit ``TP/N − FP/N · pt/(1 − pt)`` against treat-all and treat-none
+  (Vickers AJ, Elkin EB, Med Decis Making 2006).
+
+Every metric gets a 95 % percentile bootstrap interval over the test rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from statsmodels.nonparametric.smoothers_lowess import lowess
+
+EPS = 1e-6
+THRESHOLDS = np.round(np.arange(0.02, 0.3001, 0.01), 2)  # decision curve, 2–30 %
+PROBABILITY_METRICS = (
+    "auroc",
+    "auprc",
+    "brier",
+    "scaled_brier",
+    "calibration_intercept",
+    "calibration_slope",
+    "ici",
+    "e50",
+    "e90",
+    "emax",
+    "ece",
+)
+RANK_METRICS = ("auroc", "auprc")  # for point scores, which are not probabilities
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.value:.{digits}f} ({self.low:.{digits}f}–{self.high:.{digits}f})"
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+def calibration_intercept(y: np.ndarray, p: np.ndarray) -> float:
+    """Calibration-in-the-large: ``a`` in ``logit P(y) = a + offset(logit p̂)``; ideal 0."""
+    fit = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=_logit(p)).fit()
+    return float(fit.params[0])
+
+
+def calibration_slope(y: np.ndarray, p: np.ndarray) -> float:
+    """``b`` in ``logit P(y) = a + b·logit p̂``; ideal 1, below 1 = predictions too extreme."""
+    fit = sm.GLM(y, sm.add_constant(_logit(p)), family=sm.families.Binomial()).fit()
+    return float(fit.params[1])
+
+
+def smoothed_calibration(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The loess-smoothed observed risk at each p̂ (Austin & Steyerberg 2019: span 0.75, no
+    robustness iterations; ``delta`` interpolates between close points to keep it fast)."""
+    delta = 0.005 * float(np.ptp(p)) if len(p) > 1 else 0.0
+    return lowess(y.astype(float), p, frac=0.75, it=0, delta=delta, return_sorted=False)
+
+
+def calibration_errors(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """ICI (mean), E50, E90 and Emax of ``|p̂ − loess(y ~ p̂)|``."""
+    gap = np.abs(p - smoothed_calibration(y, p))
+    return {
+        "ici": float(gap.mean()),
+        "e50": float(np.quantile(gap, 0.5)),
+        "e90": float(np.quantile(gap, 0.9)),
+        "emax": float(gap.max()),
+    }
+
+
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """Σ (|B|/N)·|observed rate − mean p̂| over equal-width bins of p̂."""
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    obs = np.bincount(idx, weights=y, minlength=bins)
+    pred = np.bincount(idx, weights=p, minlength=bins)
+    return float(np.abs(obs - pred).sum() / len(y))
+
+
+def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Every metric of the module docstring for probabilities ``p`` and outcomes ``y`` (0/1)."""
+    y = y.astype(float)
+    brier = brier_score_loss(y, p)
+    prev = y.mean()
+    return {
+        "auroc": float(roc_auc_score(y, p)),
+        "auprc": float(average_precision_score(y, p)),
+        "brier": float(brier),
+        "scaled_brier": float(1 - brier / (prev * (1 - prev))),
+        "calibration_intercept": calibration_intercept(y, p),
+        "calibration_slope": calibration_slope(y, p),
+        **calibration_errors(y, p),
+        "ece": ece(y, p),
+    }
+
+
+def rank_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """AUROC and AUPRC of any score where higher means more risk (e.g. Khorana points)."""
+    return {
+        "auroc": float(roc_auc_score(y, score)),
+        "auprc": float(average_precision_score(y, score)),
+    }
+
+
+def bootstrap(
+    y: np.ndarray,
+    p: np.ndarray,
+    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    *,
+    n_boot: int = 200,
+    seed: int = 7,
+) -> dict[str, Estimate]:
+    """Point estimates with 95 % percentile bootstrap intervals (resampling rows, seeded).
+
+    Resamples with a single class are redrawn, so every interval is over valid samples.
+    """
+    point = metrics(y, p)
+    rng = np.random.default_rng(seed)
+    draws: list[dict[str, float]] = []
+    n = len(y)
+    while len(draws) < n_boot:
+        idx = rng.integers(0, n, n)
+        if 0 < y[idx].sum() < n:
+            draws.append(metrics(y[idx], p[idx]))
+    out = {}
+    for k, v in point.items():
+        lo, hi = np.quantile([d[k] for d in draws], [0.025, 0.975])
+        out[k] = Estimate(v, float(lo), float(hi))
+    return out
+
+
+def net_benefit(y: np.ndarray, treat: np.ndarray, pt: float) -> float:
+    """Net benefit of treating the rows where ``treat`` is true, at threshold probability ``pt``."""
+    n = len(y)
+    tp = float(np.sum(treat & (y == 1)))
+    fp = float(np.sum(treat & (y == 0)))
+    return tp / n - fp / n * pt / (1 - pt)
+
+
+def decision_curve(
+    y: np.ndarray,
+    models: Mapping[str, np.ndarray],
+    rules: Mapping[str, np.ndarray] | None = None,
+    thresholds: np.ndarray = THRESHOLDS,
+) -> pd.DataFrame:
+    """Net benefit per threshold for each probability model (treat when p̂ ≥ pt), each fixed
+    rule (treat where the rule is true, e.g. Khorana ≥2), treat-all and treat-none."""
+    prev = float(np.mean(y))
+    rows = []
+    for pt in thresholds:
+        row = {
+            "threshold": float(pt),
+            "treat_all": prev - (1 - prev) * pt / (1 - pt),
+            "treat_none": 0.0,
+        }
+        for name, p in models.items():
+            row[name] = net_benefit(y, p >= pt, pt)
+        for name, treat in (rules or {}).items():
+            row[name] = net_benefit(y, treat.astype(bool), pt)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _age_band(age: np.ndarray) -> np.ndarray:
+    bands = np.select([age < 60, age < 70, age < 80], ["<60", "60–69", "70–79"], "≥80")
+    return np.where(np.isnan(age), "unknown", bands).astype(object)
+
+
+def _stage_group(stage: np.ndarray) -> np.ndarray:
+    return np.where(np.isin(stage, ("III", "IV")), "III–IV", "I–II").astype(object)
+
+
+def _setting(suspected: np.ndarray) -> np.ndarray:
+    return np.where(suspected == 1, "PE suspected", "routine").astype(object)
+
+
+def _label(values: np.ndarray) -> np.ndarray:
+    return np.array(["unknown" if v is None else str(v) for v in values], dtype=object)
+
+
+SUBGROUPS: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {
+    "sex": lambda c: _label(c["sex"]),
+    "age band": lambda c: _age_band(c["age"]),
+    "stage": lambda c: _stage_group(c["stage"]),
+    "histology": lambda c: _label(c["histology"]),
+    "setting": lambda c: _setting(c["suspected_pe"]),
+}
+
+
+def subgroup_table(
+    columns: Mapping[str, np.ndarray], y: np.ndarray, p: np.ndarray, min_events: int = 10
+) -> pd.DataFrame:
+    """Per subgroup (TRIPOD+AI 23a): rows, events, observed and mean predicted risk, the
+    observed/expected ratio, and AUROC and calibration slope where there are enough events."""
+    rows = []
+    for by, group_of in SUBGROUPS.items():
+        groups = group_of(columns)
+        for g in sorted(set(groups)):
+            m = groups == g
+            yy, pp = y[m], p[m]
+            events = int(yy.sum())
+            enough = min_events <= events <= len(yy) - min_events
+            rows.append(
+                {
+                    "subgroup": by,
+                    "level": g,
+                    "rows": int(m.sum()),
+                    "events": events,
+                    "observed": float(yy.mean()),
+                    "predicted": float(pp.mean()),
+                    "o_e_ratio": float(yy.mean() / pp.mean()),
+                    "auroc": float(roc_auc_score(yy, pp)) if enough else np.nan,
+                    "calibration_slope": calibration_slope(yy, pp) if enough else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def calibration_curve_points(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Observed rate and mean prediction per decile of p̂ (the dots of the calibration plot)."""
+    order = np.argsort(p, kind="stable")
+    out = []
+    for chunk in np.array_split(order, bins):
+        out.append({"predicted": float(p[chunk].mean()), "observed": float(y[chunk].mean())})
+    return pd.DataFrame(out)

@@ -1,0 +1,235 @@
+"""``pe-risk train``, ``pe-risk models`` and ``pe-risk promote``: the model's life in MLflow.
+
+Exit status of ``train``: 0 when the model passed the gate and is the champion, 3 when it
+was trained and logged but the gate refused it (or ``--no-register``), 1 when the table
+cannot be trained on (nothing is registered), 2 when the file cannot be read.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+EXIT_GATE_FAILED = 3
+
+
+def _say(start: float):
+    def say(msg: str) -> None:
+        typer.echo(f"[{time.perf_counter() - start:6.1f}s] {msg}", err=True)
+
+    return say
+
+
+def train(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Training table (.csv or .parquet) in the data contract, with pe_event.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    synthetic: Annotated[
+        int | None,
+        typer.Option(
+            help="Generate a synthetic cohort of this many rows and train on it.", min=1000
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed for the cohort, splits, booster and bootstrap.")
+    ] = 7,
+    tune: Annotated[
+        int, typer.Option(help="Optuna trials (0: the default hyper-parameters).", min=0)
+    ] = 0,
+    holdout_site: Annotated[
+        str | None, typer.Option(help="Test on this site only (needs a 'site' column).")
+    ] = None,
+    holdout_after: Annotated[
+        str | None, typer.Option(help="Test on rows with index_date on/after this ISO date.")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap samples for the 95 % intervals.", min=20)
+    ] = 200,
+    min_slope: Annotated[float, typer.Option(help="Gate: lowest calibration slope.")] = 0.8,
+    max_slope: Annotated[float, typer.Option(help="Gate: highest calibration slope.")] = 1.2,
+    max_intercept: Annotated[
+        float, typer.Option(help="Gate: largest |calibration intercept|.")
+    ] = 0.1,
+    champion_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Gate: how much lower than the champion's AUROC (same rows) is allowed; negative disables."
+        ),
+    ] = 0.01,
+    trained_on: Annotated[
+        str | None,
+        typer.Option(help="How the model card and API describe the data (default: from the file)."),
+    ] = None,
+    register: Annotated[
+        bool,
+        typer.Option("--register/--no-register", help="Register and promote when the gate passes."),
+    ] = True,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the row report when the table has bad rows (CSV)."),
+    ] = None,
+) -> None:
+    """Train, evaluate against the clinical scores, log to MLflow, and promote if it passes the gate."""
+    from features.table import write_report
+    from models.settings import get_settings
+    from training import cohort as synth
+    from training.registry import Gate
+    from training.track import load_training_data, train_and_track
+    from training.train import TrainConfig, TrainingDataError
+
+    say = _say(time.perf_counter())
+    settings = get_settings()
+    if (data is None) == (synthetic is None):
+        typer.echo("error: give exactly one of --data PATH or --synthetic N", err=True)
+        raise typer.Exit(2)
+    if synthetic is not None:
+        settings.ensure_dirs()
+        data = settings.cohort_dir / f"cohort-{synthetic}-{seed}.parquet"
+        if not data.exists():
+            say(f"generating a synthetic cohort of {synthetic} rows (seed {seed})")
+            synth.write(synth.generate(synthetic, seed), data)
+    assert data is not None
+    say(f"reading and validating {data}")
+    try:
+        table = load_training_data(data, trained_on)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: cannot read {data}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    config = TrainConfig(
+        seed=seed, tune_trials=tune, holdout_site=holdout_site, holdout_after=holdout_after
+    )
+    gate = Gate(
+        min_slope=min_slope,
+        max_slope=max_slope,
+        max_abs_intercept=max_intercept,
+        champion_tolerance=None if champion_tolerance < 0 else champion_tolerance,
+    )
+    try:
+        out = train_and_track(
+            table,
+            config,
+            settings,
+            gate=gate,
+            n_boot=bootstrap,
+            register_model=register,
+            progress=say,
+        )
+    except TrainingDataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if exc.issues:
+            for issue in exc.issues[:20]:
+                where = f"row {issue.row}" if issue.row else "table"
+                typer.echo(f"  {where}: {issue.message}", err=True)
+            if len(exc.issues) > 20:
+                typer.echo(f"  … {len(exc.issues) - 20} more", err=True)
+            path = report or settings.log_dir / "training-row-report.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w", newline="", encoding="utf-8") as fh:
+                write_report(exc.issues, fh)
+            typer.echo(f"the full row report is in {path}", err=True)
+        typer.echo(
+            "nothing was registered (the MLflow run, if started, is marked FAILED)", err=True
+        )
+        raise typer.Exit(1) from None
+
+    m = out.evaluation.metrics
+    typer.echo(
+        f"run {out.run_id}: test AUROC {m['auroc'].text()}, calibration slope "
+        f"{m['calibration_slope'].text(2)}, intercept {m['calibration_intercept'].text(2)}, "
+        f"ICI {m['ici'].text(4)}"
+    )
+    khorana = out.evaluation.baselines["khorana"].get("metrics", {}).get("auroc")
+    if khorana:
+        typer.echo(f"Khorana AUROC on the same rows: {khorana.text()}")
+    for key, val in out.evaluation.reference.items():
+        typer.echo(f"{key.replace('_', ' ')} (synthetic truth, same rows): {val:.3f}")
+    typer.echo("quality gate: " + ("passed" if out.gate.passed else "FAILED"))
+    typer.echo("\n".join(out.gate.lines()))
+    if out.version:
+        typer.echo(
+            f"{settings.model_name} version {out.version} is now 'champion' "
+            f"(models:/{settings.model_name}@champion)"
+        )
+        return
+    why = "the gate refused it" if not out.gate.passed else "--no-register"
+    typer.echo(
+        f"not registered ({why}); the registry is unchanged. The model is logged as "
+        f"{out.model_uri}",
+        err=True,
+    )
+    raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the registered versions of the model with their aliases, metrics and gate."""
+    import json
+
+    from models.settings import get_settings
+    from training.registry import versions
+    from training.track import client_for
+
+    settings = get_settings()
+    rows = versions(client_for(settings), settings.model_name)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(
+            f"no registered versions of {settings.model_name!r} at {settings.mlflow_tracking_uri}; "
+            "run `pe-risk train`"
+        )
+        return
+    typer.echo(
+        f"{'ver':>4} {'aliases':<12} {'created':<17} {'AUROC':<6} {'slope':<6} {'icpt':<7} {'gate':<7} trained on"
+    )
+    for r in rows:
+        typer.echo(
+            f"{r['version']:>4} {r['aliases']:<12} {r['created']:<17} {r['auroc']:<6} "
+            f"{r['slope']:<6} {r['intercept']:<7} {r['gate']:<7} {r['trained_on']}"
+        )
+
+
+def promote(
+    version: Annotated[str, typer.Argument(help="The model version to point the alias at.")],
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote a version that failed its gate.")
+    ] = False,
+) -> None:
+    """Point an alias (default: champion) at a registered version by hand."""
+    from mlflow.exceptions import MlflowException
+
+    from models.settings import get_settings
+    from training.registry import promote as do_promote
+    from training.track import client_for
+
+    settings = get_settings()
+    try:
+        mv = do_promote(
+            client_for(settings), settings.model_name, version, alias=alias, force=force
+        )
+    except (ValueError, MlflowException) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{settings.model_name}@{alias} → version {mv.version}")
+
+
+def register_commands(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command("models")(models_list)
+    app.command()(promote)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(typer.run(train))

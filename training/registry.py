@@ -1,0 +1,208 @@
+"""The quality gate and the MLflow model registry: who is ``champion``, and why.
+
+The gate (issue 4; thresholds after Van Calster B et al., BMC Med 2019;17:230):
+
+- the AUROC interval's lower bound is above Khorana's AUROC on the same test rows
+  (Khorana is what clinicians use today; in lung cancer it reaches only 0.55–0.6);
+- the calibration slope is in [0.8, 1.2] and |calibration intercept| ≤ 0.1;
+- when a champion exists, the new model's AUROC on the same test rows is not lower than
+  the champion's by more than ``champion_tolerance``.
+
+Only a model that passes is registered, and ``champion`` moves to it. A failed gate, or
+any error before the alias is set, leaves the registry exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from training.compare import Evaluation
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Promotion thresholds (recorded on every model version they admit)."""
+
+    min_slope: float = 0.8
+    max_slope: float = 1.2
+    max_abs_intercept: float = 0.1
+    baseline: str = "khorana"
+    champion_tolerance: float | None = 0.01  # None: do not compare with the champion
+
+    def check(self, evaluation: Evaluation) -> GateResult:
+        m = evaluation.metrics
+        checks = []
+        base = evaluation.baselines.get(self.baseline, {}).get("metrics", {}).get("auroc")
+        if base is None:
+            checks.append(
+                _check(
+                    f"{self.baseline} AUROC available",
+                    None,
+                    "the baseline could be computed on the test rows",
+                    False,
+                )
+            )
+        else:
+            checks.append(
+                _check(
+                    "AUROC lower 95% bound > " + self.baseline + " AUROC",
+                    m["auroc"].low,
+                    f"> {base.value:.3f}",
+                    m["auroc"].low > base.value,
+                )
+            )
+        slope = m["calibration_slope"].value
+        checks.append(
+            _check(
+                "calibration slope",
+                slope,
+                f"in [{self.min_slope}, {self.max_slope}]",
+                self.min_slope <= slope <= self.max_slope,
+            )
+        )
+        icpt = m["calibration_intercept"].value
+        checks.append(
+            _check(
+                "calibration intercept",
+                icpt,
+                f"|·| ≤ {self.max_abs_intercept}",
+                abs(icpt) <= self.max_abs_intercept,
+            )
+        )
+        champ = evaluation.champion
+        if self.champion_tolerance is not None and champ and "auroc" in champ:
+            checks.append(
+                _check(
+                    f"AUROC vs champion v{champ['version']} on the same rows",
+                    m["auroc"].value,
+                    f"≥ {champ['auroc']:.3f} − {self.champion_tolerance}",
+                    m["auroc"].value >= champ["auroc"] - self.champion_tolerance,
+                )
+            )
+        return GateResult(all(c["passed"] for c in checks), checks, asdict(self))
+
+
+def _check(name: str, value: float | None, rule: str, passed: bool) -> dict[str, Any]:
+    return {"check": name, "value": value, "rule": rule, "passed": bool(passed)}
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    checks: list[dict[str, Any]]
+    thresholds: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = []
+        for c in self.checks:
+            v = "n/a" if c["value"] is None else f"{c['value']:.3f}"
+            out.append(f"  {'pass' if c['passed'] else 'FAIL'}  {c['check']}: {v} ({c['rule']})")
+        return out
+
+
+def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version carrying ``champion``, or None (no model, or no alias yet)."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str,
+    model_id: str | None,
+    gate: GateResult,
+    tags: dict[str, str],
+    description: str,
+) -> ModelVersion:
+    """Register ``model_uri`` as a new version and point ``champion`` at it, all or nothing.
+
+    If anything fails after the version exists, the version (and a registered model this
+    call created) is deleted again, so the registry is as it was.
+    """
+    created_model = False
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description="Calibrated PE risk in lung cancer (pe-risk)"
+        )
+        created_model = True
+    version = None
+    try:
+        version = client.create_model_version(
+            name, model_uri, run_id=run_id, description=description, model_id=model_id
+        )
+        for k, v in {
+            **tags,
+            "gate_passed": str(gate.passed).lower(),
+            "gate": json.dumps(gate.checks),
+            "gate_thresholds": json.dumps(gate.thresholds),
+        }.items():
+            client.set_model_version_tag(name, version.version, k, v)
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        return client.get_model_version(name, version.version)
+    except BaseException:
+        if version is not None:
+            client.delete_model_version(name, version.version)
+        if created_model:
+            client.delete_registered_model(name)
+        raise
+
+
+def promote(
+    client: MlflowClient, name: str, version: str, *, alias: str = CHAMPION, force: bool = False
+) -> ModelVersion:
+    """Point ``alias`` at ``version`` by hand; a version that failed its gate needs ``force``."""
+    mv = client.get_model_version(name, version)
+    if mv.tags.get("gate_passed") != "true" and not force:
+        raise ValueError(
+            f"{name} version {version} did not pass the quality gate "
+            f"(gate_passed={mv.tags.get('gate_passed')!r}); give --force to promote it anyway"
+        )
+    client.set_registered_model_alias(name, alias, version)
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, version, f"promoted_{alias}_at", stamp)
+    return client.get_model_version(name, version)
+
+
+def versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
+    """Every version, newest first, with aliases, key metrics and gate status."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return []
+    aliases: dict[str, list[str]] = {}
+    for alias, v in (model.aliases or {}).items():
+        aliases.setdefault(str(v), []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        t = mv.tags
+        rows.append(
+            {
+                "version": int(mv.version),
+                "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
+                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M"
+                ),
+                "auroc": t.get("test_auroc", ""),
+                "slope": t.get("calibration_slope", ""),
+                "intercept": t.get("calibration_intercept", ""),
+                "gate": {"true": "passed", "false": "failed"}.get(t.get("gate_passed", ""), "?"),
+                "trained_on": t.get("trained_on", ""),
+                "run_id": mv.run_id,
+            }
+        )
+    return sorted(rows, key=lambda r: -r["version"])

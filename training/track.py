@@ -1,0 +1,423 @@
+"""One training run, tracked in MLflow: data → fit → evaluation → gate → registry.
+
+Everything a run produces is logged to one MLflow run (SQLite in the state folder by
+default; ``MLFLOW_TRACKING_URI`` for a team server): parameters, the dataset with its
+digest and source, metrics with bootstrap intervals, plots, the feature specification,
+the model card and the model itself (MLflow "models from code", ``models/pyfunc.py``;
+booster as UBJ and metadata as JSON, no pickle). The model is registered, and
+``champion`` moved to it, only when it passes the gate (``training.registry``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+import models
+from features.contract import FIELDS, OUTCOME, TABLE_META
+from features.spec import MODEL_FEATURE_NAMES, spec_table
+from features.table import UNIT_SUFFIX, TableReport, read_table, validate_table
+from features.units import LAB_UNITS
+from models.settings import Settings
+from training import plots
+from training.card import model_card
+from training.compare import Evaluation, evaluate_fit, flat_metrics, take
+from training.registry import Gate, GateResult, champion_version, register
+from training.train import Fitted, Progress, TrainConfig, check_table, fit
+
+EXPERIMENT = "pe-risk"
+PYFUNC_CODE = Path(models.__file__).with_name("pyfunc.py")
+RUNTIME_PACKAGES = ("mlflow", "xgboost", "numpy", "pandas", "pyarrow", "pydantic", "scipy")
+
+
+@dataclass
+class TrainingData:
+    """A validated training table and what is known about where it came from."""
+
+    report: TableReport
+    frame: pd.DataFrame  # as read, for the MLflow dataset and the input example
+    source: str
+    trained_on: str
+    synthetic: bool = False
+    truth: pd.DataFrame | None = None  # synthetic cohorts only: the generator's probabilities
+
+    @property
+    def digest(self) -> str:
+        """sha256 (first 16 hex) of the table's content, independent of file format."""
+        h = hashlib.sha256(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def load_training_data(path: Path, trained_on: str | None = None) -> TrainingData:
+    """Read and validate a table; a pe-risk synthetic cohort brings its metadata and truth."""
+    from training.cohort import read_meta, read_truth, truth_path
+
+    frame = read_table(path)
+    report = validate_table(frame, require_outcome=True)
+    try:
+        meta = read_meta(path)
+    except (OSError, ValueError):  # not a pe-risk cohort: no metadata beside it
+        meta = {}
+    synthetic = bool(meta.get("synthetic"))
+    truth = read_truth(path) if synthetic and truth_path(path).exists() else None
+    if trained_on is None:
+        trained_on = (
+            f"synthetic cohort ({meta.get('generator')}, n={meta.get('n')}, seed={meta.get('seed')})"
+            if synthetic
+            else f"table {path.name}"
+        )
+    return TrainingData(report, frame, str(path.resolve()), trained_on, synthetic, truth)
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    model_uri: str
+    gate: GateResult
+    evaluation: Evaluation
+    fitted: Fitted
+    version: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def client_for(settings: Settings) -> MlflowClient:
+    settings.ensure_dirs()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def _experiment_id(client: MlflowClient, settings: Settings) -> str:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    local = settings.mlflow_tracking_uri.startswith("sqlite:")
+    location = settings.mlflow_artifact_root.as_uri() if local else None
+    return client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def input_schema() -> Any:
+    """Every contract column (and ``<lab>_unit``), optional and of any type: the pyfunc's own
+    validation names the row, field and value of anything wrong, which MLflow's cannot."""
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    names = [f.name for f in FIELDS] + [f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS]
+    names += [OUTCOME, *TABLE_META]  # accepted and ignored, so a training table can be scored as is
+    return Schema([ColSpec(AnyType(), name, required=False) for name in names])
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    return ModelSignature(inputs=input_schema(), outputs=Schema([ColSpec("double")]))
+
+
+def _training_ranges(fitted: Fitted) -> dict[str, list[float]]:
+    """Per feature, the [min, max] seen in the training rows (serving flags values outside)."""
+    x = fitted.x[fitted.splits.train]
+    out = {}
+    for j, name in enumerate(MODEL_FEATURE_NAMES):
+        col = x[:, j][~np.isnan(x[:, j])]
+        if col.size:
+            out[name] = [float(col.min()), float(col.max())]
+    return out
+
+
+def _champion_on_test(
+    client: MlflowClient, name: str, data: TrainingData, fitted: Fitted, say: Progress
+) -> dict[str, Any] | None:
+    """The current champion's AUROC on this run's test rows, when it can be loaded."""
+    from sklearn.metrics import roc_auc_score
+
+    champ = champion_version(client, name)
+    if champ is None:
+        return None
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        test = data.report.frame(with_outcome=False).iloc[fitted.splits.test]
+        p = np.asarray(model.predict(test.drop(columns=list(TABLE_META), errors="ignore")))
+        auroc = float(roc_auc_score(fitted.y[fitted.splits.test], p))
+    except Exception as exc:  # an old or foreign champion: say so, do not fail the run
+        say(f"  champion v{champ.version} could not be scored on the test rows: {exc}")
+        return {"version": champ.version, "error": str(exc)}
+    say(f"  champion v{champ.version}: AUROC {auroc:.3f} on the same test rows")
+    return {"version": champ.version, "auroc": auroc}
+
+
+def train_and_track(
+    data: TrainingData,
+    config: TrainConfig,
+    settings: Settings,
+    *,
+    gate: Gate | None = None,
+    n_boot: int = 200,
+    register_model: bool = True,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Fit, evaluate, log and (if it passes the gate) register one model."""
+    say = progress or (lambda _m: None)
+    gate = gate or Gate()
+    check_table(data.report, config)  # a table that cannot be trained on starts no run
+    client = client_for(settings)
+    name = settings.model_name
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with mlflow.start_run(
+        experiment_id=_experiment_id(client, settings),
+        run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        tags={
+            "synthetic": str(data.synthetic).lower(),
+            "trained_on": data.trained_on,
+            "data_digest": data.digest,
+            "pe_risk_version": version("pe-risk"),
+        },
+    ) as run:
+        say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
+        mlflow.log_params(_params(config, gate, n_boot))
+        mlflow.log_input(_dataset(data), context="training")
+
+        def log_trial(number: int, params: dict[str, Any], loss: float) -> None:
+            with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True):
+                mlflow.log_params(params)
+                mlflow.log_metric("valid_logloss", loss)
+
+        info = {
+            "trained_on": data.trained_on,
+            "synthetic": data.synthetic,
+            "data_digest": data.digest,
+            "data_source": data.source,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "run_id": run.info.run_id,
+            "model_name": name,
+        }
+        fitted = fit(
+            data.report,
+            config,
+            horizon_days=settings.horizon_days,
+            info=info,
+            on_trial=log_trial,
+            progress=say,
+        )
+        timings["fit"] = time.perf_counter() - t0
+        mlflow.log_params({f"xgb_{k}": v for k, v in fitted.params.items()})
+        mlflow.log_param("n_trees", fitted.best_iteration)
+        mlflow.log_dict(
+            {k: {**v} for k, v in fitted.splits.sizes(fitted.y).items()}
+            | {"strategy": fitted.splits.strategy},
+            "evaluation/splits.json",
+        )
+
+        say(f"evaluating on the test split ({n_boot} bootstrap samples)")
+        evaluation = evaluate_fit(
+            fitted, data.report.columns, n_boot=n_boot, seed=config.seed, truth=data.truth
+        )
+        evaluation.champion = _champion_on_test(client, name, data, fitted, say)
+        timings["evaluate"] = time.perf_counter() - t0 - timings["fit"]
+        result = gate.check(evaluation)
+        mlflow.log_metrics(flat_metrics(evaluation))
+
+        model = fitted.model
+        model.info.update(
+            metrics={k: asdict(e) for k, e in evaluation.metrics.items()},
+            baselines={
+                k: {"title": v["title"], "auroc": v["metrics"]["auroc"].value}
+                for k, v in evaluation.baselines.items()
+                if "metrics" in v
+            },
+            gate={"passed": result.passed, "checks": result.checks},
+            training_ranges=_training_ranges(fitted),
+        )
+        card = model_card(model, fitted, evaluation, result, data=_data_info(data, fitted))
+        say("logging plots, model card and model")
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_artifacts(Path(tmp), fitted, evaluation, result, card, data, data.report.columns)
+            model_dir = model.save(Path(tmp) / "model")
+            with warnings.catch_warnings():
+                warnings.filterwarnings(
+                    "ignore", message=".*[Ii]nteger column", category=UserWarning
+                )
+                model_info = _log_model(model_dir, data)
+        mlflow.set_tag("gate_passed", str(result.passed).lower())
+        outcome = Outcome(
+            run.info.run_id, model_info.model_uri, result, evaluation, fitted, timings=timings
+        )
+        if result.passed and register_model:
+            mv = register(
+                client,
+                name,
+                model_info.model_uri,
+                run.info.run_id,
+                model_info.model_id,
+                result,
+                tags=_version_tags(data, evaluation),
+                description=f"{data.trained_on}; test AUROC {evaluation.metrics['auroc'].text()}",
+            )
+            outcome.version = str(mv.version)
+            mlflow.set_tag("registered_version", mv.version)
+            say(f"registered {name} version {mv.version}; alias 'champion' now points to it")
+    timings["total"] = time.perf_counter() - t0
+    return outcome
+
+
+def _log_model(model_dir: Path, data: TrainingData) -> Any:
+    """Log the pyfunc (models from code: no pickle) with the artefact folder as its artefact."""
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_CODE),
+        artifacts={"model": str(model_dir)},
+        code_paths=[str(Path(p).parent) for p in (models.__file__, _features_init())],
+        signature=_signature(),
+        input_example=_example(data),
+        pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
+    )
+
+
+def _dataset(data: TrainingData) -> Any:
+    """The MLflow dataset: name, digest, source path, schema and profile of the table."""
+    with warnings.catch_warnings():
+        # MLflow's hints about integer columns and two equivalent local-file source types
+        warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*multiple ways", category=UserWarning)
+        return mlflow.data.from_pandas(
+            data.frame,
+            source=data.source,
+            targets=OUTCOME,
+            name=Path(data.source).name,
+            digest=data.digest,
+        )
+
+
+def _features_init() -> str:
+    import features
+
+    return features.__file__
+
+
+def _params(config: TrainConfig, gate: Gate, n_boot: int) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(config).items() if k != "params"}
+    out.update({f"gate_{k}": v for k, v in asdict(gate).items()})
+    out["n_bootstrap"] = n_boot
+    out["n_features"] = len(MODEL_FEATURE_NAMES)
+    return out
+
+
+def _data_info(data: TrainingData, fitted: Fitted) -> dict[str, Any]:
+    return {
+        "trained_on": data.trained_on,
+        "source": data.source,
+        "digest": data.digest,
+        "rows": len(fitted.y),
+        "events": int(fitted.y.sum()),
+        "synthetic": data.synthetic,
+    }
+
+
+def _version_tags(data: TrainingData, evaluation: Evaluation) -> dict[str, str]:
+    m = evaluation.metrics
+    return {
+        "trained_on": data.trained_on,
+        "synthetic": str(data.synthetic).lower(),
+        "data_digest": data.digest,
+        "test_auroc": f"{m['auroc'].value:.3f}",
+        "test_auroc_ci": f"{m['auroc'].low:.3f}–{m['auroc'].high:.3f}",
+        "calibration_slope": f"{m['calibration_slope'].value:.3f}",
+        "calibration_intercept": f"{m['calibration_intercept'].value:.3f}",
+    }
+
+
+def _example(data: TrainingData) -> pd.DataFrame:
+    """Three rows of the table as a data scientist would pass them (outcome and meta dropped)."""
+    ex = (
+        data.report.frame(with_outcome=False)
+        .head(3)
+        .drop(columns=list(TABLE_META), errors="ignore")
+    )
+    return ex.astype(object).where(ex.notna(), None).drop(columns=["patient_id"], errors="ignore")
+
+
+def _log_artifacts(
+    tmp: Path,
+    fitted: Fitted,
+    evaluation: Evaluation,
+    gate: GateResult,
+    card: str,
+    data: TrainingData,
+    columns: dict[str, np.ndarray],
+) -> None:
+    note = plots.SYNTHETIC_NOTE if data.synthetic else None
+    figs = tmp / "plots"
+    figs.mkdir()
+    y, p = evaluation.y, evaluation.p
+    test = fitted.splits.test
+    c = take(columns, test)
+    from features.scores import KHORANA
+
+    scores = {
+        "pe-risk": p,
+        "logistic": fitted.logistic.predict_proba(fitted.x[test])[:, 1],
+        "Khorana": KHORANA.evaluate(c).points,
+    }
+    aurocs = {
+        "pe-risk": evaluation.metrics["auroc"].text(),
+        "logistic": evaluation.baselines["logistic"]["metrics"]["auroc"].text(),
+        "Khorana": evaluation.baselines["khorana"]["metrics"]["auroc"].text(),
+    }
+    plots.roc_plot(y, scores, aurocs, figs / "roc.png", note)
+    plots.calibration_plot(y, p, figs / "calibration.png", note)
+    plots.decision_curve_plot(evaluation.decision_curve, figs / "decision_curve.png", note)
+    rows = np.random.default_rng(0).choice(len(test), size=min(2000, len(test)), replace=False)
+    _, expl = fitted.model.explain(take(c, rows))
+    plots.shap_summary_plot(
+        expl.contributions,
+        fitted.x[test][rows],
+        expl.feature_names,
+        figs / "shap_summary.png",
+        note,
+    )
+    mlflow.log_artifacts(str(figs), "plots")
+
+    ev_dir = tmp / "evaluation"
+    ev_dir.mkdir()
+    evaluation.subgroups.to_csv(ev_dir / "subgroups.csv", index=False)
+    evaluation.decision_curve.to_csv(ev_dir / "decision_curve.csv", index=False)
+    (ev_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "pe_risk": {k: asdict(e) for k, e in evaluation.metrics.items()},
+                "baselines": {
+                    k: {
+                        **{kk: vv for kk, vv in v.items() if kk != "metrics"},
+                        "metrics": {m: asdict(e) for m, e in v.get("metrics", {}).items()},
+                    }
+                    for k, v in evaluation.baselines.items()
+                },
+                "isotonic_not_served": evaluation.isotonic,
+                "reference": evaluation.reference,
+                "champion": evaluation.champion,
+            },
+            indent=2,
+        )
+    )
+    (ev_dir / "gate.json").write_text(
+        json.dumps(
+            {"passed": gate.passed, "checks": gate.checks, "thresholds": gate.thresholds}, indent=2
+        )
+    )
+    mlflow.log_artifacts(str(ev_dir), "evaluation")
+    mlflow.log_dict({"features": spec_table()}, "feature_spec.json")
+    mlflow.log_text(card, "model_card.md")
