@@ -41,8 +41,7 @@ bench: $(STAMP)  ## run the benchmarks and print their tables
 	$(BIN)/python benchmarks/bench_training.py
 
 serve: $(STAMP)  ## serve predictions on localhost:$(PORT) (trains on the synthetic cohort when no champion exists)
-	@if $(BIN)/pe-risk serve --help >/dev/null 2>&1; then $(BIN)/pe-risk serve --port $(PORT); \
-	else echo "make serve: the HTTP service has not landed yet (issue 5); nothing to serve" >&2; exit 1; fi
+	$(BIN)/pe-risk serve --port $(PORT)
 
 clean-state:  ## delete runtime state (.pe-risk/): MLflow store, models, cohorts, logs
 	rm -rf .pe-risk

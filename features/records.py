@@ -36,7 +36,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from features.contract import BY_NAME, FIELDS, FieldSpec, Kind
+from features.contract import BY_NAME, FIELDS, REQUIRED, FieldSpec, Kind
 from features.units import DDU_UNITS, LAB_UNITS, UnitError, accepted_units, factor, normalise_unit
 
 
@@ -420,7 +420,18 @@ def parse_record(raw: Any) -> _RecordBase:
     RecordError
         With every problem found, each naming the field, the value and the rule.
     """
+    # a required field sent as null is missing, not unknown (schema-level None is allowed
+    # for every field so that optional ones can be null)
+    nulls = [
+        missing_issue(BY_NAME[name])
+        for name in REQUIRED
+        if isinstance(raw, Mapping) and name in raw and raw[name] is None
+    ]
     try:
-        return PatientRecord.model_validate(raw)
+        record = PatientRecord.model_validate(raw)
     except ValidationError as exc:
-        raise RecordError(issues_from(exc, raw)) from None
+        seen = {i.field for i in nulls}
+        raise RecordError(nulls + [i for i in issues_from(exc, raw) if i.field not in seen]) from None
+    if nulls:
+        raise RecordError(nulls)
+    return record

@@ -225,10 +225,81 @@ def promote(
     typer.echo(f"{settings.model_name}@{alias} → version {mv.version}")
 
 
+def import_model(
+    alias: Annotated[str, typer.Option(help="The registry alias to import.")] = "champion",
+) -> None:
+    """Copy a registered model (default: the champion) from MLflow into the BentoML store."""
+    from mlflow.exceptions import MlflowException
+
+    from models.settings import get_settings
+    from models.store import import_model as do_import
+
+    settings = get_settings()
+    try:
+        tag, version = do_import(settings, alias)
+    except MlflowException as exc:
+        typer.echo(
+            f"error: no {settings.model_name}@{alias} in {settings.mlflow_tracking_uri} "
+            f"({exc}); run `pe-risk train` first",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(f"imported {settings.model_name} version {version} as BentoML model {tag}")
+
+
+def serve(
+    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="PORT")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    rows: Annotated[
+        int, typer.Option(help="Synthetic rows to train on when no champion exists.")
+    ] = 50_000,
+) -> None:
+    """Serve the champion over HTTP: train on the synthetic cohort if there is none, import it, serve."""
+    import os
+
+    from models.settings import get_settings
+    from models.store import import_model as do_import
+    from models.store import imported_version
+    from training.registry import champion_version
+    from training.track import client_for
+
+    settings = get_settings()
+    say = _say(time.perf_counter())
+    champ = champion_version(client_for(settings), settings.model_name)
+    if champ is None:
+        say(f"no champion in {settings.mlflow_tracking_uri}: training on {rows} synthetic rows")
+        try:
+            train(synthetic=rows, data=None)
+        except typer.Exit as done:
+            if done.exit_code:
+                raise
+        champ = champion_version(client_for(settings), settings.model_name)
+        if champ is None:
+            typer.echo("error: training did not produce a champion; see the output above", err=True)
+            raise typer.Exit(1)
+    if imported_version(settings) != str(champ.version):
+        tag, version = do_import(settings)
+        say(f"imported champion version {version} into the BentoML store ({tag})")
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(settings.bentoml_home),
+        "PE_RISK_STATE_DIR": str(settings.state_dir),
+    }
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    say(f"serving {settings.model_name} version {champ.version} on http://{host}:{port}")
+    os.execve(
+        bentoml,
+        [bentoml, "serve", "serving.service:PERisk", "--port", str(port), "--host", host],
+        env,
+    )
+
+
 def register_commands(app: typer.Typer) -> None:
     app.command()(train)
     app.command("models")(models_list)
     app.command()(promote)
+    app.command("import-model")(import_model)
+    app.command()(serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -231,3 +231,11 @@ def test_unit_lookup_never_guesses(unit: str) -> None:
     else:
         with pytest.raises(UnitError, match=r"accepted|did you mean|FEU or DDU"):
             factor("d_dimer", unit)
+
+
+def test_required_field_sent_as_null_is_missing_not_accepted() -> None:
+    with pytest.raises(RecordError) as err:
+        parse_record(base_record(age=None, stage="V"))
+    by_field = {i.field: i for i in err.value.issues}
+    assert by_field["age"].rule == "required"
+    assert by_field["stage"].rule == "choice"  # the other problems are still reported

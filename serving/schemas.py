@@ -1,0 +1,134 @@
+"""Request and response models of the HTTP API (they are what ``/docs.json`` documents).
+
+The record itself is validated by ``features.records`` (every field, unit and range, with
+messages that name the field, value and rule); ``RecordIn`` only documents the fields so
+that the OpenAPI spec lists them, and accepts anything so that the one validator decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from features.contract import FIELDS
+
+MAX_BATCH = 10_000
+
+
+def _record_in() -> type[BaseModel]:
+    fields: dict[str, Any] = {
+        f.name: (
+            Any,
+            Field(
+                default=None,
+                description=f.description
+                + (f" [{f.unit}]" if f.unit else "")
+                + (" (required)" if f.required else ""),
+            ),
+        )
+        for f in FIELDS
+    }
+    return create_model(
+        "PatientRecordIn",
+        __config__=ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False}),
+        **fields,
+    )
+
+
+RecordIn = _record_in()
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="the field (or JSON path) at fault; '' for the whole body")
+    value: Any = Field(default=None, description="the value as sent")
+    rule: str = Field(
+        description="the rule it broke: required, type, range, unit, choice, unknown, json, ..."
+    )
+    message: str = Field(description="what is wrong and what is accepted")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer has this shape."""
+
+    error: str
+    detail: list[FieldError] = Field(default_factory=list)
+
+
+class Contribution(BaseModel):
+    feature: str
+    label: str
+    value: str | None = Field(default=None, description="as given, with its unit; null when absent")
+    contribution: float = Field(description="on the calibrated log-odds scale")
+    direction: Literal["raises", "lowers", "none"]
+
+
+class Explanation(BaseModel):
+    scale: Literal["log-odds"] = "log-odds"
+    base_value: float
+    contributions: list[Contribution] = Field(description="all features, by |contribution|")
+
+
+class Recommendation(BaseModel):
+    code: str
+    severity: Literal["info", "warning", "critical"]
+    text: str
+    source: str
+
+
+class Warning(BaseModel):
+    field: str
+    value: Any = None
+    message: str
+
+
+class ModelBlock(BaseModel):
+    name: str
+    version: str
+    trained_on: str
+    synthetic_data: bool
+    trained_at: str | None = None
+    calibration: str
+    data_digest: str | None = None
+    notice: str
+
+
+class RiskBands(BaseModel):
+    low_below: float
+    high_from: float
+
+
+class Prediction(BaseModel):
+    patient_id: str | None = None
+    probability: float = Field(ge=0, le=1, description="calibrated P(PE within horizon_days)")
+    risk_category: Literal["low", "intermediate", "high"]
+    risk_bands: RiskBands
+    horizon_days: int
+    explanation: Explanation | None = None
+    clinical_scores: dict[str, dict[str, Any]] | None = None
+    recommendations: list[Recommendation] | None = None
+    warnings: list[Warning]
+    model: ModelBlock | None = Field(default=None, description="always in /predict; once per batch")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    patients: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+    explain: bool = Field(default=True, description="include exact contributions")
+    scores: bool = Field(
+        default=False,
+        description="include clinical scores and guideline flags (~0.6 ms per record)",
+    )
+
+
+class BatchItem(BaseModel):
+    index: int
+    ok: bool
+    result: Prediction | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+    model: ModelBlock

@@ -1,0 +1,177 @@
+"""The BentoML service: calibrated PE-risk predictions with exact explanations.
+
+``bentoml serve serving.service:PERisk`` (``make serve`` does the set-up). The model is the
+champion imported from MLflow into the BentoML store (``pe-risk import-model``), declared
+at class scope so ``bentoml build`` packages it. Each API is thin: validate → features →
+predict → explain → respond; the rules live in ``features`` and ``serving.predict``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from features.records import RecordError, parse_record
+from features.spec import spec_table
+from models.artifact import PERiskModel
+from models.settings import get_settings
+from serving.audit import AuditLog, input_hash
+from serving.middleware import BearerAuth, RequestGuard
+from serving.predict import model_block, predict_records
+from serving.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
+
+BENTO_MODEL = "pe-risk:latest"
+
+
+def _issues(err: RecordError) -> list[dict[str, Any]]:
+    return [i.as_dict() for i in err.issues]
+
+
+def _model_json(request: Request) -> JSONResponse:
+    svc = bentoml.get_current_service()
+    return JSONResponse(svc.model_card())
+
+
+model_app = Starlette(routes=[Route("/", _model_json, methods=["GET"])])
+
+
+@bentoml.asgi_app(model_app, path="/model")
+@bentoml.service(
+    name="pe_risk",
+    traffic={"timeout": 30, "max_concurrency": 256},
+    metrics={
+        "enabled": True,
+        "duration": {"buckets": [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]},
+    },
+)
+class PERisk:
+    bento_model = bentoml.models.BentoModel(BENTO_MODEL)
+
+    def __init__(self) -> None:
+        self.model = PERiskModel.load(self.bento_model.path)
+        self.version = str(
+            self.bento_model.info.labels.get("version", self.bento_model.tag.version)
+        )
+        settings = get_settings()
+        self.audit = AuditLog(settings.log_dir / "audit.jsonl")
+
+    def model_card(self) -> dict[str, Any]:
+        info = self.model.info
+        return {
+            "model": model_block(self.model, self.version),
+            "horizon_days": self.model.horizon_days,
+            "risk_bands": {
+                "low_below": self.model.bands.low_below,
+                "high_from": self.model.bands.high_from,
+                "source": self.model.bands.source,
+            },
+            "calibration": {
+                "a": self.model.calibration.a,
+                "b": self.model.calibration.b,
+                "method": self.model.calibration.method,
+            },
+            "metrics": info.get("metrics", {}),
+            "baselines": info.get("baselines", {}),
+            "gate": info.get("gate", {}),
+            "features": [f for f in spec_table() if f["name"] in self.model.feature_names],
+            "derived_predictors": [f for f in spec_table() if not f["in_model"]],
+        }
+
+    def _audit(
+        self, ctx: bentoml.Context, endpoint: str, rows: list[dict[str, Any]], t0: float
+    ) -> None:
+        request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
+        ctx.response.headers["x-request-id"] = request_id
+        ctx.response.headers["x-model-version"] = self.version
+        ms = round((time.perf_counter() - t0) * 1000, 3)
+        self.audit.write(
+            [
+                {
+                    "request_id": request_id,
+                    "endpoint": endpoint,
+                    "model_version": self.version,
+                    "latency_ms": ms,
+                    **r,
+                }
+                for r in rows
+            ]
+        )
+
+    @bentoml.api(route="/predict")
+    def predict(self, record: RecordIn, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
+        """One patient record (the body is the record) → probability, explanation, scores, flags."""
+        t0 = time.perf_counter()
+        raw = record.model_dump(exclude_unset=True)
+        try:
+            parsed = parse_record(raw)
+        except RecordError as err:
+            self._audit(
+                ctx,
+                "predict",
+                [
+                    {
+                        "input_hash": input_hash(raw),
+                        "status": 422,
+                        "rules": sorted({i.rule for i in err.issues}),
+                    }
+                ],
+                t0,
+            )
+            ctx.response.status_code = 422  # BentoML applies the context's status to any response
+            body = {"error": "the record breaks the data contract", "detail": _issues(err)}
+            return JSONResponse(body, status_code=422)  # type: ignore[return-value]
+        answer = predict_records(self.model, self.version, [parsed])[0]
+        self._audit(
+            ctx,
+            "predict",
+            [{"input_hash": input_hash(raw), "status": 200, "probability": answer["probability"]}],
+            t0,
+        )
+        return Prediction.model_validate(answer)
+
+    @bentoml.api(route="/predict_batch")
+    def predict_batch(self, request: BatchRequest, /, ctx: bentoml.Context) -> BatchResponse:
+        """Up to 10,000 records, answered in order; a bad record gets an error entry in its place."""
+        t0 = time.perf_counter()
+        parsed, results, audit = [], [], []
+        for i, raw in enumerate(request.patients):
+            try:
+                parsed.append((i, parse_record(raw)))
+            except RecordError as err:
+                results.append({"index": i, "ok": False, "errors": _issues(err)})
+                audit.append({"index": i, "input_hash": input_hash(raw), "status": 422})
+        if parsed:
+            answers = predict_records(
+                self.model,
+                self.version,
+                [r for _, r in parsed],
+                explain=request.explain,
+                scores=request.scores,
+            )
+            for (i, _), answer in zip(parsed, answers, strict=True):
+                answer.pop("model")
+                results.append({"index": i, "ok": True, "result": answer})
+                audit.append(
+                    {
+                        "index": i,
+                        "input_hash": input_hash(request.patients[i]),
+                        "status": 200,
+                        "probability": answer["probability"],
+                    }
+                )
+        results.sort(key=lambda r: r["index"])
+        self._audit(ctx, "predict_batch", audit, t0)
+        return BatchResponse.model_validate(
+            {"results": results, "model": model_block(self.model, self.version)}
+        )
+
+
+PERisk.add_asgi_middleware(RequestGuard)
+PERisk.add_asgi_middleware(BearerAuth)  # tokens are read from the settings when the app is built

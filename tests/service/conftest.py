@@ -1,0 +1,59 @@
+"""A trained champion imported into a BentoML store, and one in-process app for the session.
+
+BentoML reads BENTOML_HOME when it is first imported, so the whole service tier shares one
+state folder, set up here before the service module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from models.settings import Settings, get_settings
+from models.store import import_model
+from training.track import load_training_data, train_and_track
+from training.train import TrainConfig
+
+TOKEN = "test-token-\u2713".encode().hex()
+
+
+@pytest.fixture(scope="session")
+def served_state(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("served")
+    settings = get_settings({"PE_RISK_STATE_DIR": str(root), "BENTOML_HOME": str(root / "bentoml")})
+    settings.ensure_dirs()
+    from training.cohort import generate, write
+
+    path = settings.cohort_dir / "cohort.parquet"
+    write(generate(20_000, 7), path)
+    out = train_and_track(load_training_data(path), TrainConfig(), settings, n_boot=20)
+    assert out.version, "the session model must pass the gate to be served"
+    import_model(settings)
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def _served_env(served_state: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PE_RISK_STATE_DIR", str(served_state.state_dir))
+    monkeypatch.setenv("BENTOML_HOME", str(served_state.bentoml_home))
+
+
+@pytest.fixture(scope="session")
+def client(served_state: Settings):
+    """The one in-process app of the session (a second to_asgi() clashes in prometheus)."""
+    os.environ["PE_RISK_API_TOKEN"] = TOKEN
+    os.environ["PE_RISK_STATE_DIR"] = str(served_state.state_dir)
+    from starlette.testclient import TestClient
+
+    from serving.service import PERisk
+
+    with TestClient(app=PERisk.to_asgi(), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        yield c
+    os.environ.pop("PE_RISK_API_TOKEN", None)
+
+
+@pytest.fixture(scope="session")
+def audit_path(served_state: Settings) -> Path:
+    return served_state.log_dir / "audit.jsonl"

@@ -1,0 +1,152 @@
+"""The HTTP contract in process: answers, exactness, every error rule, auth, audit."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from features.spec import MODEL_FEATURE_NAMES
+from tests.conftest import base_record
+
+pytestmark = pytest.mark.service
+
+RECORD = base_record(
+    patient_id="MRN-0042", stage="IV", d_dimer={"value": 2400, "unit": "ng/mL{FEU}"},
+    suspected_pe=True, heart_rate=112, rv_lv_ratio=1.3, platelets=410,
+)
+
+
+def test_predict_answers_the_design_contract(client) -> None:
+    r = client.post("/predict", json=RECORD)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) >= {"probability", "risk_category", "horizon_days", "explanation", "clinical_scores",
+                         "recommendations", "warnings", "model", "patient_id"}
+    assert body["patient_id"] == "MRN-0042" and body["horizon_days"] == 180
+    assert body["model"]["synthetic_data"] is True and "SYNTHETIC" in body["model"]["notice"]
+    assert r.headers["x-model-version"] == body["model"]["version"]
+    e = body["explanation"]
+    logit = math.log(body["probability"] / (1 - body["probability"]))
+    assert abs(e["base_value"] + sum(c["contribution"] for c in e["contributions"]) - logit) < 1e-6
+    mags = [abs(c["contribution"]) for c in e["contributions"]]
+    assert mags == sorted(mags, reverse=True)
+    d_dimer = next(c for c in e["contributions"] if c["feature"] == "d_dimer")
+    assert d_dimer["value"] == "2400 ng/mL{FEU}" and d_dimer["direction"] == "raises"
+    assert {"khorana", "wells", "revised_geneva", "vienna_cats"} <= set(body["clinical_scores"])
+    codes = {f["code"] for f in body["recommendations"]}
+    assert "adverse_outcome_risk" in codes  # RV/LV 1.3 (review)
+
+
+def test_d_dimer_below_age_adjusted_cut_off_with_pe_unlikely_is_flagged(client) -> None:
+    rec = base_record(age=80, suspected_pe=True, d_dimer=0.7, pe_most_likely=False, dvt_signs=False,
+                      heart_rate=80, hemoptysis=False, prior_vte=False, immobilized=False,
+                      days_since_surgery=..., )
+    body = client.post("/predict", json=rec).json()
+    assert "d_dimer_rule_out" in {f["code"] for f in body["recommendations"]}
+
+
+def test_missing_key_inputs_are_warnings_not_errors(client) -> None:
+    body = client.post("/predict", json=base_record()).json()
+    assert {"d_dimer", "platelets"} <= {w["field"] for w in body["warnings"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "rule"),
+    [
+        (base_record(stage="3"), 422, "stage", "choice"),
+        (base_record(d_dimer=850), 422, "d_dimer", "range"),
+        (base_record(d_dimr=1.0), 422, "d_dimr", "unknown_field"),
+        (base_record(age="seventy"), 422, "age", "type"),
+        (base_record(chemotherapy="yes"), 422, "chemotherapy", "type"),
+        ({"sex": "female", "histology": "adenocarcinoma", "stage": "I"}, 422, "age", "required"),
+        (base_record(d_dimer={"value": 1, "unit": "furlongs"}), 422, "d_dimer", "unit"),
+    ],
+    ids=["choice", "range", "unknown", "type", "bool", "required", "unit"],
+)
+def test_record_errors_name_field_value_and_rule(client, body, status, field, rule) -> None:
+    r = client.post("/predict", json=body)
+    assert r.status_code == status
+    detail = r.json()["detail"]
+    hit = next(d for d in detail if d["field"] == field)
+    assert hit["rule"].startswith(rule) and field in hit["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule"),
+    [
+        (b'{"age": 64, "sex": "female"', "json"),
+        (b'{"age": NaN, "sex": "female", "histology": "adenocarcinoma", "stage": "I"}', "json"),
+        (b'{"age": Infinity}', "json"),
+        (b"[" * 5000 + b"]" * 5000, "depth"),
+        (b"[1, 2, 3]", "type"),
+        (b"", "json"),
+        (b"\xff\xfe", "json"),
+    ],
+    ids=["truncated", "nan", "infinity", "deep", "array", "empty", "bad-utf8"],
+)
+def test_malformed_bodies_get_400_and_the_server_stays_healthy(client, raw, rule) -> None:
+    r = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["detail"][0]["rule"] == rule
+    assert client.get("/readyz").status_code == 200
+
+
+def test_body_size_limit(client) -> None:
+    huge = json.dumps({"patients": [base_record(patient_id="x" * 60)] * 400_000}).encode()
+    r = client.post("/predict_batch", content=huge, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["detail"][0]["rule"] == "size"
+
+
+def test_batch_keeps_order_and_isolates_bad_records(client) -> None:
+    patients = [base_record(stage=s) for s in ("I", "IV")] + [base_record(stage="V"), base_record(d_dimer=3.0)]
+    r = client.post("/predict_batch", json={"patients": patients, "explain": True})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == [0, 1, 2, 3]
+    assert [x["ok"] for x in results] == [True, True, False, True]
+    assert results[2]["errors"][0]["field"] == "stage"
+    single = client.post("/predict", json=patients[1]).json()["probability"]
+    assert results[1]["result"]["probability"] == pytest.approx(single, abs=1e-12)
+    assert results[0]["result"]["probability"] < results[1]["result"]["probability"]
+
+
+def test_batch_shape_errors_use_the_error_body(client) -> None:
+    for body in ({"patients": "x"}, {"patients": []}, {"records": []}):
+        r = client.post("/predict_batch", json=body)
+        assert r.status_code == 400
+        assert r.json()["detail"] and {"field", "rule", "message"} <= set(r.json()["detail"][0])
+
+
+def test_model_endpoint_describes_the_model(client) -> None:
+    r = client.get("/model")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model"]["synthetic_data"] is True
+    assert "auroc" in body["metrics"] and body["risk_bands"]["source"]
+    assert [f["name"] for f in body["features"]] == list(MODEL_FEATURE_NAMES)
+
+
+def test_auth_required_except_health(client) -> None:
+    assert client.post("/predict", json=RECORD, headers={"Authorization": ""}).status_code == 401
+    assert client.post("/predict", json=RECORD, headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.get("/model", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.get("/livez", headers={"Authorization": ""}).status_code == 200
+
+
+def test_audit_log_has_no_identifiers_or_raw_record(client, audit_path) -> None:
+    client.post("/predict", json=RECORD, headers={"x-request-id": "req-audit-1"})
+    lines = [json.loads(ln) for ln in audit_path.read_text().splitlines()]
+    mine = [ln for ln in lines if ln["request_id"] == "req-audit-1"]
+    assert len(mine) == 1
+    entry = mine[0]
+    assert set(entry) == {"time", "request_id", "endpoint", "model_version", "latency_ms", "input_hash", "status", "probability"}
+    assert "MRN-0042" not in audit_path.read_text()
+
+
+def test_openapi_documents_the_error_body(client) -> None:
+    spec = client.get("/docs.json").json()
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+    assert "ErrorBody" in spec["components"]["schemas"]

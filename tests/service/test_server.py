@@ -1,0 +1,98 @@
+"""A real `bentoml serve` process over HTTP, and Schemathesis against its /docs.json."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import base_record
+
+pytestmark = [pytest.mark.service, pytest.mark.integration]
+
+TOKEN = "server-test-token"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_state, tmp_path_factory):
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {
+        **os.environ,
+        "PE_RISK_STATE_DIR": str(served_state.state_dir),
+        "BENTOML_HOME": str(served_state.bentoml_home),
+        "PE_RISK_API_TOKEN": TOKEN,
+    }
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "serving.service:PERisk", "--port", str(port), "--host", "127.0.0.1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("bentoml serve did not become ready:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+        yield url, log_path
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_real_server_predicts_and_exposes_metrics(server) -> None:
+    url, _ = server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(f"{url}/predict", json=base_record(d_dimer=1.4, patient_id="P-1"), headers=auth)
+    assert r.status_code == 200 and 0 < r.json()["probability"] < 1
+    assert httpx.post(f"{url}/predict", json=base_record()).status_code == 401
+    bad = httpx.post(f"{url}/predict", content=b"{" * 100_000, headers={**auth, "content-type": "application/json"})
+    assert bad.status_code == 400
+    metrics = httpx.get(f"{url}/metrics", headers=auth)
+    assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
+
+
+def test_identifiers_never_reach_the_server_log(server) -> None:
+    url, log_path = server
+    httpx.post(f"{url}/predict", json=base_record(patient_id="SECRET-MRN-77"), headers={"Authorization": f"Bearer {TOKEN}"})
+    httpx.post(f"{url}/predict", json=base_record(patient_id="SECRET-MRN-78", stage="9"), headers={"Authorization": f"Bearer {TOKEN}"})
+    time.sleep(0.5)
+    assert "SECRET-MRN" not in log_path.read_text()
+
+
+def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path) -> None:
+    url, log_path = server
+    proc = subprocess.run(
+        [
+            str(BIN / "schemathesis"), "run", f"{url}/docs.json",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples", "40",
+            "--header", f"Authorization: Bearer {TOKEN}",
+            "--seed", "7",
+            "--no-color",
+        ],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
+        assert r.status == 200
