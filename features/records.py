@@ -431,7 +431,9 @@ def parse_record(raw: Any) -> _RecordBase:
         record = PatientRecord.model_validate(raw)
     except ValidationError as exc:
         seen = {i.field for i in nulls}
-        raise RecordError(nulls + [i for i in issues_from(exc, raw) if i.field not in seen]) from None
+        raise RecordError(
+            nulls + [i for i in issues_from(exc, raw) if i.field not in seen]
+        ) from None
     if nulls:
         raise RecordError(nulls)
     return record

@@ -136,7 +136,12 @@ class RequestGuard:
             await _json(
                 send,
                 415,
-                error(f"Content-Type {shown!r} is not accepted; send application/json", "Content-Type", shown, "content_type"),
+                error(
+                    f"Content-Type {shown!r} is not accepted; send application/json",
+                    "Content-Type",
+                    shown,
+                    "content_type",
+                ),
             )
             return
         body = bytearray()
@@ -259,7 +264,11 @@ def _as_error_body(raw: bytes) -> dict[str, Any]:
 def _nullable_defaults(node: Any) -> None:
     """OpenAPI 3.0 needs ``nullable: true`` where pydantic's ``X | None = None`` lost it."""
     if isinstance(node, dict):
-        if "default" in node and node["default"] is None and ("type" in node or "$ref" in node or "allOf" in node):
+        if (
+            "default" in node
+            and node["default"] is None
+            and ("type" in node or "$ref" in node or "allOf" in node)
+        ):
             node["nullable"] = True
             if "$ref" in node:  # siblings of $ref are ignored in 3.0: wrap it
                 node["allOf"] = [{"$ref": node.pop("$ref")}]

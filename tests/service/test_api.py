@@ -13,8 +13,13 @@ from tests.conftest import base_record
 pytestmark = pytest.mark.service
 
 RECORD = base_record(
-    patient_id="MRN-0042", stage="IV", d_dimer={"value": 2400, "unit": "ng/mL{FEU}"},
-    suspected_pe=True, heart_rate=112, rv_lv_ratio=1.3, platelets=410,
+    patient_id="MRN-0042",
+    stage="IV",
+    d_dimer={"value": 2400, "unit": "ng/mL{FEU}"},
+    suspected_pe=True,
+    heart_rate=112,
+    rv_lv_ratio=1.3,
+    platelets=410,
 )
 
 
@@ -22,8 +27,17 @@ def test_predict_answers_the_design_contract(client) -> None:
     r = client.post("/predict", json=RECORD)
     assert r.status_code == 200
     body = r.json()
-    assert set(body) >= {"probability", "risk_category", "horizon_days", "explanation", "clinical_scores",
-                         "recommendations", "warnings", "model", "patient_id"}
+    assert set(body) >= {
+        "probability",
+        "risk_category",
+        "horizon_days",
+        "explanation",
+        "clinical_scores",
+        "recommendations",
+        "warnings",
+        "model",
+        "patient_id",
+    }
     assert body["patient_id"] == "MRN-0042" and body["horizon_days"] == 180
     assert body["model"]["synthetic_data"] is True and "SYNTHETIC" in body["model"]["notice"]
     assert r.headers["x-model-version"] == body["model"]["version"]
@@ -40,9 +54,18 @@ def test_predict_answers_the_design_contract(client) -> None:
 
 
 def test_d_dimer_below_age_adjusted_cut_off_with_pe_unlikely_is_flagged(client) -> None:
-    rec = base_record(age=80, suspected_pe=True, d_dimer=0.7, pe_most_likely=False, dvt_signs=False,
-                      heart_rate=80, hemoptysis=False, prior_vte=False, immobilized=False,
-                      days_since_surgery=..., )
+    rec = base_record(
+        age=80,
+        suspected_pe=True,
+        d_dimer=0.7,
+        pe_most_likely=False,
+        dvt_signs=False,
+        heart_rate=80,
+        hemoptysis=False,
+        prior_vte=False,
+        immobilized=False,
+        days_since_surgery=...,
+    )
     body = client.post("/predict", json=rec).json()
     assert "d_dimer_rule_out" in {f["code"] for f in body["recommendations"]}
 
@@ -100,7 +123,10 @@ def test_body_size_limit(client) -> None:
 
 
 def test_batch_keeps_order_and_isolates_bad_records(client) -> None:
-    patients = [base_record(stage=s) for s in ("I", "IV")] + [base_record(stage="V"), base_record(d_dimer=3.0)]
+    patients = [base_record(stage=s) for s in ("I", "IV")] + [
+        base_record(stage="V"),
+        base_record(d_dimer=3.0),
+    ]
     r = client.post("/predict_batch", json={"patients": patients, "explain": True})
     assert r.status_code == 200
     results = r.json()["results"]
@@ -130,7 +156,10 @@ def test_model_endpoint_describes_the_model(client) -> None:
 
 def test_auth_required_except_health(client) -> None:
     assert client.post("/predict", json=RECORD, headers={"Authorization": ""}).status_code == 401
-    assert client.post("/predict", json=RECORD, headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert (
+        client.post("/predict", json=RECORD, headers={"Authorization": "Bearer nope"}).status_code
+        == 403
+    )
     assert client.get("/model", headers={"Authorization": "Bearer nope"}).status_code == 403
     assert client.get("/livez", headers={"Authorization": ""}).status_code == 200
 
@@ -141,7 +170,16 @@ def test_audit_log_has_no_identifiers_or_raw_record(client, audit_path) -> None:
     mine = [ln for ln in lines if ln["request_id"] == "req-audit-1"]
     assert len(mine) == 1
     entry = mine[0]
-    assert set(entry) == {"time", "request_id", "endpoint", "model_version", "latency_ms", "input_hash", "status", "probability"}
+    assert set(entry) == {
+        "time",
+        "request_id",
+        "endpoint",
+        "model_version",
+        "latency_ms",
+        "input_hash",
+        "status",
+        "probability",
+    }
     assert "MRN-0042" not in audit_path.read_text()
 
 

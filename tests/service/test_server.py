@@ -39,8 +39,19 @@ def server(served_state, tmp_path_factory):
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "serving.service:PERisk", "--port", str(port), "--host", "127.0.0.1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+            [
+                str(BIN / "bentoml"),
+                "serve",
+                "serving.service:PERisk",
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -66,7 +77,11 @@ def test_real_server_predicts_and_exposes_metrics(server) -> None:
     r = httpx.post(f"{url}/predict", json=base_record(d_dimer=1.4, patient_id="P-1"), headers=auth)
     assert r.status_code == 200 and 0 < r.json()["probability"] < 1
     assert httpx.post(f"{url}/predict", json=base_record()).status_code == 401
-    bad = httpx.post(f"{url}/predict", content=b"{" * 100_000, headers={**auth, "content-type": "application/json"})
+    bad = httpx.post(
+        f"{url}/predict",
+        content=b"{" * 100_000,
+        headers={**auth, "content-type": "application/json"},
+    )
     assert bad.status_code == 400
     metrics = httpx.get(f"{url}/metrics", headers=auth)
     assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
@@ -74,24 +89,41 @@ def test_real_server_predicts_and_exposes_metrics(server) -> None:
 
 def test_identifiers_never_reach_the_server_log(server) -> None:
     url, log_path = server
-    httpx.post(f"{url}/predict", json=base_record(patient_id="SECRET-MRN-77"), headers={"Authorization": f"Bearer {TOKEN}"})
-    httpx.post(f"{url}/predict", json=base_record(patient_id="SECRET-MRN-78", stage="9"), headers={"Authorization": f"Bearer {TOKEN}"})
+    httpx.post(
+        f"{url}/predict",
+        json=base_record(patient_id="SECRET-MRN-77"),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    httpx.post(
+        f"{url}/predict",
+        json=base_record(patient_id="SECRET-MRN-78", stage="9"),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     time.sleep(0.5)
     assert "SECRET-MRN" not in log_path.read_text()
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path) -> None:
-    url, log_path = server
+    url, _ = server
     proc = subprocess.run(
         [
-            str(BIN / "schemathesis"), "run", f"{url}/docs.json",
-            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-            "--max-examples", "40",
-            "--header", f"Authorization: Bearer {TOKEN}",
-            "--seed", "7",
+            str(BIN / "schemathesis"),
+            "run",
+            f"{url}/docs.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples",
+            "40",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--seed",
+            "7",
             "--no-color",
         ],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:

@@ -1,0 +1,149 @@
+"""Benchmark: the HTTP service under load from a second process on 127.0.0.1. Prints a table.
+
+Targets (issue 5, 2 cores): /predict with explanation p50 ≤ 5 ms at concurrency 1;
+≥ 300 requests/s at concurrency 16 with zero errors; a 1,000-record batch with
+explanations ≤ 100 ms; worker memory flat. Start the service first (``make serve``), then
+``.venv/bin/python benchmarks/serve.py [--url http://127.0.0.1:3000] [--requests 10000]``.
+The in-process row calls the artefact the service loads, without HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+RECORD = {
+    "age": 67,
+    "sex": "male",
+    "histology": "adenocarcinoma",
+    "stage": "IV",
+    "d_dimer": 1.8,
+    "platelets": 390,
+    "hemoglobin": 128,
+    "leukocytes": 9.1,
+    "bmi": 24.5,
+    "chemotherapy": True,
+    "suspected_pe": True,
+    "heart_rate": 104,
+    "oxygen_saturation": 93,
+}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def sequential(client: httpx.Client, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = client.post("/predict", json=RECORD)
+        out.append((time.perf_counter() - t) * 1000)
+        r.raise_for_status()
+    return out
+
+
+def concurrent(url: str, headers: dict, n: int, workers: int) -> tuple[list[float], int, float]:
+    lat: list[float] = []
+    errors = 0
+    clients = [httpx.Client(base_url=url, headers=headers, timeout=30) for _ in range(workers)]
+
+    def one(i: int) -> tuple[float, int]:
+        c = clients[i % workers]
+        t = time.perf_counter()
+        r = c.post("/predict", json=RECORD)
+        return (time.perf_counter() - t) * 1000, r.status_code
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        for ms, status in pool.map(one, range(n)):
+            lat.append(ms)
+            errors += status != 200
+    return lat, errors, n / (time.perf_counter() - t0)
+
+
+def in_process(n: int) -> list[float]:
+    import bentoml
+
+    from features.records import parse_record
+    from models.artifact import PERiskModel
+    from serving.predict import predict_records
+
+    model = PERiskModel.load(bentoml.models.get("pe-risk:latest").path)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        predict_records(model, "bench", [parse_record(RECORD)])
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--url", default="http://127.0.0.1:3000")
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--token", default=os.environ.get("PE_RISK_API_TOKEN", "").split(",")[0])
+    args = ap.parse_args()
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    client = httpx.Client(base_url=args.url, headers=headers, timeout=30)
+    sequential(client, 50)  # warm up
+    rows = []
+    seq = sequential(client, 1000)
+    rows.append(
+        (
+            "/predict, concurrency 1",
+            statistics.median(seq),
+            _pct(seq, 0.99),
+            1000 / (sum(seq) / 1000),
+            0,
+        )
+    )
+    lat, errors, rps = concurrent(args.url, headers, args.requests, 16)
+    rows.append(
+        (
+            f"/predict, concurrency 16 ({args.requests} req)",
+            statistics.median(lat),
+            _pct(lat, 0.99),
+            rps,
+            errors,
+        )
+    )
+    batch = []
+    for _ in range(10):
+        t = time.perf_counter()
+        client.post(
+            "/predict_batch", json={"patients": [RECORD] * 1000, "explain": True}
+        ).raise_for_status()
+        batch.append((time.perf_counter() - t) * 1000)
+    rows.append(
+        (
+            "/predict_batch 1,000 records, explain",
+            statistics.median(batch),
+            max(batch),
+            1000 / statistics.median(batch) * 1000,
+            0,
+        )
+    )
+    local = in_process(1000)
+    rows.append(
+        (
+            "in process (artefact + response)",
+            statistics.median(local),
+            _pct(local, 0.99),
+            1000 / statistics.median(local),
+            0,
+        )
+    )
+    print(f"{'case':<44} {'p50 ms':>8} {'p99 ms':>8} {'per s':>8} {'errors':>7}")
+    for name, p50, p99, per_s, err in rows:
+        print(f"{name:<44} {p50:>8.2f} {p99:>8.2f} {per_s:>8.0f} {err:>7}")
+    print(f"HTTP overhead ratio (p50 HTTP / p50 in process): {rows[0][1] / rows[3][1]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
