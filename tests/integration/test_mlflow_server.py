@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.processes import free_port, wait_until_ready
 from training.cli import app
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [
@@ -48,20 +40,7 @@ def mlflow_server(tmp_path: Path):
         env={**os.environ, "MLFLOW_TRACKING_URI": ""},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(
-                "mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:]
-            )
-        time.sleep(0.5)
+    wait_until_ready(proc, f"{url}/health", tmp_path / "server.log")
     yield url
     proc.terminate()
     proc.wait(timeout=30)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import base_record
+from tests.processes import free_port, wait_until_ready
 
 pytestmark = [pytest.mark.service, pytest.mark.integration]
 
@@ -21,15 +21,9 @@ TOKEN = "server-test-token"
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(served_state, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {
         **os.environ,
@@ -54,18 +48,7 @@ def server(served_state, tmp_path_factory):
             cwd=Path(__file__).resolve().parents[2],
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("bentoml serve did not become ready:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.5)
+        wait_until_ready(proc, f"{url}/readyz", log_path)
         yield url, log_path
         proc.terminate()
         proc.wait(timeout=30)
