@@ -84,7 +84,7 @@ class Explanation:
 
 @dataclass
 class PERiskModel:
-    """A calibrated, explainable PE-risk model: ``probability`` and ``explain`` on canonical columns."""
+    """A calibrated, explainable PE-risk model: ``probability`` and ``explain`` of a feature matrix."""
 
     booster: xgb.Booster
     feature_names: tuple[str, ...]
@@ -95,34 +95,36 @@ class PERiskModel:
     info: dict[str, Any] = field(default_factory=dict)  # metrics, digest, trained_on, ...
 
     # ------------------------------------------------------------------ prediction
-    def matrix(self, columns: Mapping[str, np.ndarray]) -> xgb.DMatrix:
-        """The feature matrix for canonical columns, columns matched by name (never position)."""
-        x = feature_matrix(dict(columns), self.feature_names)
+    # Every method below takes the feature matrix ``x`` (rows × ``feature_names``, built by
+    # ``features`` from canonical columns by name, never by position), so a caller that
+    # needs the features too derives them once.
+    def features(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The feature matrix of canonical columns, in ``feature_names`` order."""
+        return feature_matrix(dict(columns), self.feature_names)
+
+    def _dmatrix(self, x: np.ndarray) -> xgb.DMatrix:
         return xgb.DMatrix(x, feature_names=list(self.feature_names), missing=np.nan)
 
-    def margin(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.booster.predict(self.matrix(columns), output_margin=True)
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        """The booster's uncalibrated margin (float64)."""
+        return self.booster.predict(self._dmatrix(x), output_margin=True).astype(np.float64)
 
-    def log_odds(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Calibrated log-odds (float64)."""
-        return self.calibration.log_odds(self.margin(columns).astype(np.float64))
-
-    def probability(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated P(PE within ``horizon_days``) for every row."""
-        return _expit(self.log_odds(columns))
+        return expit(self.calibration.log_odds(self.margin(x)))
 
-    def explain(self, columns: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Explanation]:
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, Explanation]:
         """Probabilities and their exact TreeSHAP contributions on the calibrated log-odds scale.
 
         XGBoost's ``pred_contribs`` is exact TreeSHAP (path-dependent, as ``shap.TreeExplainer``
         without background data; stack.md §3); its last column is the bias. Scaling by the
         calibration slope ``a`` and shifting the bias by ``b`` keeps the sum exact.
         """
-        contribs = self.booster.predict(self.matrix(columns), pred_contribs=True).astype(np.float64)
+        contribs = self.booster.predict(self._dmatrix(x), pred_contribs=True).astype(np.float64)
         a, b = self.calibration.a, self.calibration.b
         phi = a * contribs[:, :-1]
         base = a * contribs[:, -1] + b
-        p = _expit(base + phi.sum(axis=1))
+        p = expit(base + phi.sum(axis=1))
         return p, Explanation(base, phi, self.feature_names)
 
     def category(self, p: float) -> str:
@@ -175,7 +177,7 @@ class PERiskModel:
         )
 
 
-def _expit(z: np.ndarray) -> np.ndarray:
+def expit(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 

@@ -52,7 +52,7 @@ class PERiskPyfunc(mlflow.pyfunc.PythonModel):
                 f"{report.n_bad} of {report.n_rows} rows fail the data contract; "
                 f"nothing was predicted:\n{shown}{tail}"
             )
-        return self.model.probability(report.columns)
+        return self.model.probability(self.model.features(report.columns))
 
 
 mlflow.models.set_model(PERiskPyfunc())

@@ -109,19 +109,15 @@ def predict_records(
     """The full answer for each validated ``PatientRecord``, in order."""
     columns = record_columns(records)
     names = model.feature_names
-    x = np.column_stack([BY_NAME[n].derive(columns) for n in names])
-    if explain:
-        p, expl = model.explain(columns)
-    else:
-        p, expl = model.probability(columns), None
-    derived = derive(columns, _DERIVED)
+    x = model.features(columns)
+    p, expl = model.explain(x) if explain else (model.probability(x), None)
+    derived = derive(columns, _DERIVED) if scores else {}
     ranges = model.info.get("training_ranges", {})
     block = model_block(model, version)
     out = []
     for i, record in enumerate(records):
         prob = float(p[i])
         category = model.category(prob)
-        one = {k: v[i : i + 1] for k, v in columns.items()}
         answer: dict[str, Any] = {
             "patient_id": record.patient_id,
             "probability": prob,
@@ -136,7 +132,7 @@ def predict_records(
                 "contributions": _contributions(record, names, x[i], expl.contributions[i]),
             }
         if scores:
-            results = score_results(one, 0)
+            results = score_results({k: v[i : i + 1] for k, v in columns.items()}, 0)
             answer["clinical_scores"] = results
             answer["recommendations"] = recommendations(
                 {k: float(v[i]) for k, v in derived.items()},

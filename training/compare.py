@@ -26,6 +26,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from features.scores import ADDITIVE
+from models.artifact import expit
 from training import evaluate as ev
 from training.train import Fitted
 
@@ -55,6 +56,7 @@ class Evaluation:
     subgroups: pd.DataFrame
     y: np.ndarray
     p: np.ndarray
+    ranked: dict[str, np.ndarray]  # ROC curves: the model, the logistic regression, Khorana points
     reference: dict[str, float] = field(default_factory=dict)  # oracle AUROCs (synthetic)
     champion: dict[str, Any] | None = None
 
@@ -74,8 +76,9 @@ def evaluate_fit(
     """Score the model and every comparator on the test split."""
     test = fitted.splits.test
     c = take(columns, test)
+    x = fitted.x[test]
     y = fitted.y[test]
-    p = fitted.model.probability(c)
+    p = fitted.model.probability(x)
     metrics = ev.bootstrap(y, p, ev.probability_metrics, n_boot=n_boot, seed=seed)
 
     points = {k: s.evaluate(c).points for k, s in SCORES.items() if k in COMPARATORS}
@@ -94,7 +97,7 @@ def evaluate_fit(
             entry["skipped"] = f"fewer than {MIN_COMPARATOR_EVENTS} events or non-events"
         baselines[key] = entry
 
-    p_lr = fitted.logistic.predict_proba(fitted.x[test])[:, 1]
+    p_lr = fitted.logistic.predict_proba(x)[:, 1]
     baselines["logistic"] = {
         "title": "Logistic regression, same features",
         "rows": len(y),
@@ -105,10 +108,9 @@ def evaluate_fit(
     }
 
     cal = fitted.splits.calibration
-    booster_p = _sigmoid(fitted.model.margin(take(columns, cal)))
     iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4)
-    iso.fit(booster_p, fitted.y[cal])
-    p_iso = iso.predict(_sigmoid(fitted.model.margin(c)))
+    iso.fit(expit(fitted.model.margin(fitted.x[cal])), fitted.y[cal])
+    p_iso = iso.predict(expit(fitted.model.margin(x)))
     isotonic = ev.probability_metrics(y, p_iso)
 
     curve = ev.decision_curve(
@@ -131,12 +133,9 @@ def evaluate_fit(
         subgroups=ev.subgroup_table(c, y, p),
         y=y,
         p=p,
+        ranked={"pe-risk": p, "logistic": p_lr, "Khorana": points["khorana"]},
         reference=reference,
     )
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
 
 
 def flat_metrics(evaluation: Evaluation) -> dict[str, float]:

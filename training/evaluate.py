@@ -28,6 +28,8 @@ import statsmodels.api as sm
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
+from models.artifact import logit
+
 EPS = 1e-6
 THRESHOLDS = np.round(np.arange(0.02, 0.3001, 0.01), 2)  # decision curve, 2–30 %
 PROBABILITY_METRICS = (
@@ -57,8 +59,7 @@ class Estimate:
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p / (1 - p))
+    return logit(np.clip(p, EPS, 1 - EPS))
 
 
 def calibration_intercept(y: np.ndarray, p: np.ndarray) -> float:

@@ -35,7 +35,7 @@ from features.units import LAB_UNITS
 from models.settings import Settings
 from training import plots
 from training.card import model_card
-from training.compare import Evaluation, evaluate_fit, flat_metrics, take
+from training.compare import Evaluation, evaluate_fit, flat_metrics
 from training.registry import Gate, GateResult, champion_version, register
 from training.train import Fitted, Progress, TrainConfig, check_table, fit
 
@@ -245,7 +245,7 @@ def train_and_track(
         card = model_card(model, fitted, evaluation, result, data=_data_info(data, fitted))
         say("logging plots, model card and model")
         with tempfile.TemporaryDirectory() as tmp:
-            _log_artifacts(Path(tmp), fitted, evaluation, result, card, data, data.report.columns)
+            _log_artifacts(Path(tmp), fitted, evaluation, result, card, data)
             model_dir = model.save(Path(tmp) / "model")
             with warnings.catch_warnings():
                 warnings.filterwarnings(
@@ -357,34 +357,25 @@ def _log_artifacts(
     gate: GateResult,
     card: str,
     data: TrainingData,
-    columns: dict[str, np.ndarray],
 ) -> None:
     note = plots.SYNTHETIC_NOTE if data.synthetic else None
     figs = tmp / "plots"
     figs.mkdir()
     y, p = evaluation.y, evaluation.p
-    test = fitted.splits.test
-    c = take(columns, test)
-    from features.scores import KHORANA
-
-    scores = {
-        "pe-risk": p,
-        "logistic": fitted.logistic.predict_proba(fitted.x[test])[:, 1],
-        "Khorana": KHORANA.evaluate(c).points,
-    }
     aurocs = {
         "pe-risk": evaluation.metrics["auroc"].text(),
         "logistic": evaluation.baselines["logistic"]["metrics"]["auroc"].text(),
         "Khorana": evaluation.baselines["khorana"]["metrics"]["auroc"].text(),
     }
-    plots.roc_plot(y, scores, aurocs, figs / "roc.png", note)
+    plots.roc_plot(y, evaluation.ranked, aurocs, figs / "roc.png", note)
     plots.calibration_plot(y, p, figs / "calibration.png", note)
     plots.decision_curve_plot(evaluation.decision_curve, figs / "decision_curve.png", note)
-    rows = np.random.default_rng(0).choice(len(test), size=min(2000, len(test)), replace=False)
-    _, expl = fitted.model.explain(take(c, rows))
+    x = fitted.x[fitted.splits.test]
+    rows = np.random.default_rng(0).choice(len(x), size=min(2000, len(x)), replace=False)
+    _, expl = fitted.model.explain(x[rows])
     plots.shap_summary_plot(
         expl.contributions,
-        fitted.x[test][rows],
+        x[rows],
         expl.feature_names,
         figs / "shap_summary.png",
         note,

@@ -47,12 +47,12 @@ def test_model_beats_khorana_and_matches_logistic_regression(trained) -> None:
 
 def test_base_plus_contributions_is_logit_p(trained, table) -> None:
     c = take(table.report.columns, trained.fitted.splits.test[:500])
-    p, expl = trained.fitted.model.explain(c)
+    p, expl = trained.fitted.model.explain(trained.fitted.model.features(c))
     assert np.max(np.abs(expl.base_value + expl.contributions.sum(axis=1) - logit(p))) < 1e-6
 
 
 def _probability(model: PERiskModel, records: list[dict]) -> np.ndarray:
-    return model.probability(record_columns([parse_record(r) for r in records]))
+    return model.probability(model.features(record_columns([parse_record(r) for r in records])))
 
 
 def test_higher_d_dimer_never_lowers_risk(trained) -> None:
@@ -103,7 +103,7 @@ def test_textbook_high_risk_vignette_above_low_risk(trained) -> None:
 def test_same_data_and_seed_give_the_same_model(table, trained) -> None:
     again = fit(table.report, TrainConfig(seed=7), horizon_days=180)
     c = take(table.report.columns, trained.fitted.splits.test)
-    assert np.array_equal(again.model.probability(c), trained.evaluation.p)
+    assert np.array_equal(again.model.probability(again.model.features(c)), trained.evaluation.p)
 
 
 def test_run_logs_everything_a_data_scientist_needs(trained, tracking) -> None:

@@ -35,8 +35,9 @@ def _columns(*records):
 
 def test_contributions_sum_exactly_to_the_calibrated_log_odds(model) -> None:
     cols = _columns(base_record(d_dimer=2.5, platelets=410), base_record(stage="I"))
-    p, expl = model.explain(cols)
-    assert np.allclose(p, model.probability(cols), atol=1e-12)
+    x = model.features(cols)
+    p, expl = model.explain(x)
+    assert np.allclose(p, model.probability(x), atol=1e-12)
     assert np.allclose(expl.base_value + expl.contributions.sum(axis=1), logit(p), atol=1e-6)
     assert expl.contributions.shape == (2, len(MODEL_FEATURE_NAMES))
 
@@ -49,7 +50,9 @@ def test_save_and_load_round_trip_in_safe_formats(model, tmp_path) -> None:
     assert meta["calibration"]["a"] == 0.8 and meta["trained_on"] == "test"
     loaded = PERiskModel.load(folder)
     cols = _columns(base_record(d_dimer=1.2))
-    assert np.array_equal(loaded.probability(cols), model.probability(cols))
+    assert np.array_equal(
+        loaded.probability(loaded.features(cols)), model.probability(model.features(cols))
+    )
 
 
 def test_load_refuses_metadata_that_does_not_match_the_booster(model, tmp_path) -> None:
