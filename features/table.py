@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,17 @@ def _py(v: Any) -> Any:
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+
+
+def issue_lines(issues: Sequence[RowIssue], limit: int = 20, more: str = "") -> list[str]:
+    """``row N: message`` (``table: message``) for the first ``limit`` issues, then how many
+    more there are, followed by ``more`` (e.g. where to find them)."""
+    lines = [
+        f"  {'table' if i.row is None else f'row {i.row}'}: {i.message}" for i in issues[:limit]
+    ]
+    if len(issues) > limit:
+        lines.append(f"  … and {len(issues) - limit} more{more}")
+    return lines
 
 
 def write_report(issues: Iterable[RowIssue], out=None) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import OUTCOME, TABLE_META
-from features.table import validate_table
+from features.table import issue_lines, validate_table
 from models.artifact import PERiskModel
 
 ARTIFACT_KEY = "model"
@@ -42,15 +42,12 @@ class PERiskPyfunc(mlflow.pyfunc.PythonModel):
         frame = model_input.drop(columns=[OUTCOME, *TABLE_META], errors="ignore")
         report = validate_table(frame)
         if report.issues:
-            shown = "\n".join(
-                f"  row {i.row}: {i.message}" if i.row else f"  table: {i.message}"
-                for i in report.issues[:MAX_ISSUES_SHOWN]
+            shown = issue_lines(
+                report.issues, MAX_ISSUES_SHOWN, " (run `pe-risk validate` for all)"
             )
-            more = len(report.issues) - MAX_ISSUES_SHOWN
-            tail = f"\n  … and {more} more (run `pe-risk validate` for all)" if more > 0 else ""
             raise ValueError(
                 f"{report.n_bad} of {report.n_rows} rows fail the data contract; "
-                f"nothing was predicted:\n{shown}{tail}"
+                "nothing was predicted:\n" + "\n".join(shown)
             )
         return self.model.probability(self.model.features(report.columns))
 

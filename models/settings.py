@@ -45,6 +45,10 @@ class Settings:
     def cohort_dir(self) -> Path:
         return self.state_dir / "cohorts"
 
+    def cohort_file(self, n: int, seed: int) -> Path:
+        """Where ``pe-risk cohort`` and ``pe-risk train --synthetic`` keep a generated cohort."""
+        return self.cohort_dir / f"cohort-{n}-{seed}.parquet"
+
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"

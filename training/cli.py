@@ -214,7 +214,7 @@ def cohort(
     if out is None:
         settings = get_settings()
         settings.ensure_dirs()
-        out = settings.cohort_dir / f"cohort-{n}-{seed}.parquet"
+        out = settings.cohort_file(n, seed)
     if out.suffix.lower() not in (".parquet", ".csv"):
         typer.echo(f"error: {out}: give a .parquet or .csv path", err=True)
         raise typer.Exit(2)

@@ -79,7 +79,7 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate against the clinical scores, log to MLflow, and promote if it passes the gate."""
-    from features.table import write_report
+    from features.table import issue_lines, write_report
     from models.settings import get_settings
     from training import cohort as synth
     from training.registry import Gate
@@ -93,7 +93,7 @@ def train(
         raise typer.Exit(2)
     if synthetic is not None:
         settings.ensure_dirs()
-        data = settings.cohort_dir / f"cohort-{synthetic}-{seed}.parquet"
+        data = settings.cohort_file(synthetic, seed)
         if not data.exists():
             say(f"generating a synthetic cohort of {synthetic} rows (seed {seed})")
             synth.write(synth.generate(synthetic, seed), data)
@@ -126,11 +126,7 @@ def train(
     except TrainingDataError as exc:
         typer.echo(f"error: {exc}", err=True)
         if exc.issues:
-            for issue in exc.issues[:20]:
-                where = f"row {issue.row}" if issue.row else "table"
-                typer.echo(f"  {where}: {issue.message}", err=True)
-            if len(exc.issues) > 20:
-                typer.echo(f"  … {len(exc.issues) - 20} more", err=True)
+            typer.echo("\n".join(issue_lines(exc.issues)), err=True)
             path = report or settings.log_dir / "training-row-report.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="", encoding="utf-8") as fh:

@@ -147,3 +147,18 @@ def test_cli_scores_and_spec(tmp_path: Path) -> None:
     res = runner.invoke(app, ["scores", str(record)])
     assert res.exit_code == 1 and "did you mean 'd_dimer'" in res.output
     assert "surgery_recency" in runner.invoke(app, ["spec"]).output
+
+
+def test_issue_lines_show_the_first_issues_and_count_the_rest() -> None:
+    from features.table import RowIssue, issue_lines
+
+    issues = [RowIssue(None, "x", None, "unknown", "x is unknown")] + [
+        RowIssue(r, "age", 200, "range", f"age=200 in row {r}") for r in range(1, 5)
+    ]
+    lines = issue_lines(issues, limit=3, more=" (see the report)")
+    assert lines == [
+        "  table: x is unknown",
+        "  row 1: age=200 in row 1",
+        "  row 2: age=200 in row 2",
+        "  … and 2 more (see the report)",
+    ]
