@@ -64,6 +64,7 @@ class PERisk:
 
     def model_card(self) -> dict[str, Any]:
         info = self.model.info
+        spec = spec_table()
         return {
             "model": model_block(self.model, self.version),
             "horizon_days": self.model.horizon_days,
@@ -80,8 +81,8 @@ class PERisk:
             "metrics": info.get("metrics", {}),
             "baselines": info.get("baselines", {}),
             "gate": info.get("gate", {}),
-            "features": [f for f in spec_table() if f["name"] in self.model.feature_names],
-            "derived_predictors": [f for f in spec_table() if not f["in_model"]],
+            "features": [f for f in spec if f["name"] in self.model.feature_names],
+            "derived_predictors": [f for f in spec if not f["in_model"]],
         }
 
     def _audit(

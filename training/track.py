@@ -16,6 +16,8 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -150,7 +152,7 @@ def _champion_on_test(
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         test = data.report.frame(with_outcome=False).iloc[fitted.splits.test]
-        p = np.asarray(model.predict(test.drop(columns=list(TABLE_META), errors="ignore")))
+        p = np.asarray(model.predict(test))  # the pyfunc ignores site and index_date
         auroc = float(roc_auc_score(fitted.y[fitted.splits.test], p))
     except Exception as exc:  # an old or foreign champion: say so, do not fail the run
         say(f"  champion v{champ.version} could not be scored on the test rows: {exc}")
@@ -217,8 +219,7 @@ def train_and_track(
         mlflow.log_params({f"xgb_{k}": v for k, v in fitted.params.items()})
         mlflow.log_param("n_trees", fitted.best_iteration)
         mlflow.log_dict(
-            {k: {**v} for k, v in fitted.splits.sizes(fitted.y).items()}
-            | {"strategy": fitted.splits.strategy},
+            fitted.splits.sizes(fitted.y) | {"strategy": fitted.splits.strategy},
             "evaluation/splits.json",
         )
 
@@ -247,10 +248,7 @@ def train_and_track(
         with tempfile.TemporaryDirectory() as tmp:
             _log_artifacts(Path(tmp), fitted, evaluation, result, card, data)
             model_dir = model.save(Path(tmp) / "model")
-            with warnings.catch_warnings():
-                warnings.filterwarnings(
-                    "ignore", message=".*[Ii]nteger column", category=UserWarning
-                )
+            with _without_mlflow_hints():
                 model_info = _log_model(model_dir, data)
         mlflow.set_tag("gate_passed", str(result.passed).lower())
         outcome = Outcome(
@@ -287,12 +285,20 @@ def _log_model(model_dir: Path, data: TrainingData) -> Any:
     )
 
 
-def _dataset(data: TrainingData) -> Any:
-    """The MLflow dataset: name, digest, source path, schema and profile of the table."""
+@contextmanager
+def _without_mlflow_hints() -> Iterator[None]:
+    """Silence MLflow's schema hints that do not apply here: integer columns that may hold
+    missing values (the signature is declared, not inferred) and two equivalent local-file
+    dataset source types."""
     with warnings.catch_warnings():
-        # MLflow's hints about integer columns and two equivalent local-file source types
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*multiple ways", category=UserWarning)
+        yield
+
+
+def _dataset(data: TrainingData) -> Any:
+    """The MLflow dataset: name, digest, source path, schema and profile of the table."""
+    with _without_mlflow_hints():
         return mlflow.data.from_pandas(
             data.frame,
             source=data.source,
