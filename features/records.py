@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
 
@@ -281,15 +281,24 @@ class _RecordBase(BaseModel):
 
     def given(self, name: str) -> str | None:
         """The value of ``name`` as the client sent it, with its unit (None when absent)."""
-        value = getattr(self, name)
-        if value is None:
-            return None
-        if name in self._given:
-            return self._given[name]
-        spec = BY_NAME[name]
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        return f"{value:g} {spec.unit}".strip() if isinstance(value, int | float) else str(value)
+        return self.given_all((name,))[0]
+
+    def given_all(self, names: Sequence[str | None]) -> list[str | None]:
+        """``given`` for many fields at once (None for a None name): one answer per feature."""
+        given, values, out = self._given, self.__dict__, []
+        for name in names:
+            value = None if name is None else values[name]
+            if value is None:
+                out.append(None)
+            elif name in given:
+                out.append(given[name])
+            elif isinstance(value, bool):
+                out.append("yes" if value else "no")
+            elif isinstance(value, int | float):
+                out.append(f"{value:g} {BY_NAME[name].unit}".strip())
+            else:
+                out.append(str(value))
+        return out
 
     def present(self) -> dict[str, Any]:
         """The known fields in canonical units (absent and null fields left out)."""

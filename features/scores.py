@@ -207,9 +207,16 @@ class Score:
                 return b
         raise AssertionError(f"{self.key}: no band for {points}")  # pragma: no cover
 
-    def result(self, c: Columns, row: int = 0, *, suspected: bool | None = None) -> dict[str, Any]:
-        """The JSON-ready result for one row of ``c``."""
-        a = self.evaluate(c)
+    def result(
+        self,
+        c: Columns,
+        row: int = 0,
+        *,
+        suspected: bool | None = None,
+        arrays: ScoreArrays | None = None,
+    ) -> dict[str, Any]:
+        """The JSON-ready result for one row of ``c`` (``arrays``: ``evaluate(c)``, if done)."""
+        a = arrays if arrays is not None else self.evaluate(c)
         pts, mx = float(a.points[row]), float(a.max_points[row])
         band = self.band(pts)
         return {
@@ -674,10 +681,22 @@ def _d_dimer_rule(
     }
 
 
-def years_result(c: Columns, row: int = 0, *, suspected: bool | None = None) -> dict[str, Any]:
-    """The YEARS algorithm for one row (see ``years_threshold``)."""
-    pts, mx, thr = years_threshold(c)
-    missing_items = [i.name for i in YEARS_ITEMS if not i.test(c)[1][row]]
+def years_result(
+    c: Columns,
+    row: int = 0,
+    *,
+    suspected: bool | None = None,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """The YEARS algorithm for one row (see ``years_threshold``).
+
+    ``arrays``: ``years_threshold(c)`` plus each item's ``known`` array, when the caller
+    evaluates many rows.
+    """
+    if arrays is None:
+        arrays = (*years_threshold(c), {i.name: i.test(c)[1] for i in YEARS_ITEMS})
+    pts, mx, thr, known = arrays
+    missing_items = [i.name for i in YEARS_ITEMS if not known[i.name][row]]
     threshold = float(thr[row])
     if mx[row] > 0 and pts[row] == 0 and missing_items:
         threshold = 0.5  # an unknown item could be present: use the stricter threshold
@@ -699,10 +718,10 @@ def years_result(c: Columns, row: int = 0, *, suspected: bool | None = None) -> 
 
 
 def age_adjusted_result(
-    c: Columns, row: int = 0, *, suspected: bool | None = None
+    c: Columns, row: int = 0, *, suspected: bool | None = None, cutoffs: np.ndarray | None = None
 ) -> dict[str, Any]:
     """Age-adjusted D-dimer for one row (see ``age_adjusted_cutoff``)."""
-    cutoff = float(age_adjusted_cutoff(c["age"])[row])
+    cutoff = float((cutoffs if cutoffs is not None else age_adjusted_cutoff(c["age"]))[row])
     return _d_dimer_rule(
         c,
         row,
@@ -717,17 +736,35 @@ def age_adjusted_result(
     )
 
 
-def score_results(c: Columns, row: int = 0) -> dict[str, dict[str, Any]]:
-    """Every score for one row of canonical columns, keyed as the service answers."""
-    s = c["suspected_pe"][row]
-    suspected = None if np.isnan(s) else bool(s == 1.0)
-    out = {score.key: score.result(c, row, suspected=suspected) for score in ADDITIVE}
-    wells_pts = out["wells"]["points"]
-    two = next(b for b in WELLS_TWO_TIER if b.lo <= wells_pts <= b.hi)
-    out["wells"]["two_tier"] = {"category": two.category, "risk_text": two.risk_text}
-    out["years"] = years_result(c, row, suspected=suspected)
-    out["age_adjusted_d_dimer"] = age_adjusted_result(c, row, suspected=suspected)
+def score_table(c: Columns) -> list[dict[str, dict[str, Any]]]:
+    """Every score for every row of canonical columns, keyed as the service answers.
+
+    Each score is evaluated once for all rows (vectorised); only the JSON is per row.
+    """
+    arrays = {score.key: score.evaluate(c) for score in ADDITIVE}
+    years = (*years_threshold(c), {i.name: i.test(c)[1] for i in YEARS_ITEMS})
+    cutoffs = age_adjusted_cutoff(c["age"])
+    out = []
+    for row, s in enumerate(c["suspected_pe"].tolist()):
+        suspected = None if s != s else bool(s == 1.0)
+        res = {
+            score.key: score.result(c, row, suspected=suspected, arrays=arrays[score.key])
+            for score in ADDITIVE
+        }
+        wells_pts = res["wells"]["points"]
+        two = next(b for b in WELLS_TWO_TIER if b.lo <= wells_pts <= b.hi)
+        res["wells"]["two_tier"] = {"category": two.category, "risk_text": two.risk_text}
+        res["years"] = years_result(c, row, suspected=suspected, arrays=years)
+        res["age_adjusted_d_dimer"] = age_adjusted_result(
+            c, row, suspected=suspected, cutoffs=cutoffs
+        )
+        out.append(res)
     return out
+
+
+def score_results(c: Columns, row: int = 0) -> dict[str, dict[str, Any]]:
+    """Every score for one row of canonical columns (see ``score_table``)."""
+    return score_table({k: v[row : row + 1] for k, v in c.items()})[0]
 
 
 def score_points(c: Columns) -> dict[str, np.ndarray]:

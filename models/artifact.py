@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,12 @@ class RiskBands:
         "6-month VTE risk by Khorana group, Mulder FI et al. Haematologica 2019;104(6): "
         "score 0 → 5.0 %; score ≥2 (the usual thromboprophylaxis threshold) → 8.9 %"
     )
+
+    def with_threads(self, nthread: int) -> PERiskModel:
+        """A copy whose booster predicts with ``nthread`` threads (batches; loading gives 1)."""
+        booster = self.booster.copy()
+        booster.set_param({"nthread": nthread})
+        return replace(self, booster=booster)
 
     def category(self, p: float) -> str:
         """The band of one probability (the one rule the API, batch path and report share)."""
@@ -126,6 +132,12 @@ class PERiskModel:
         base = a * contribs[:, -1] + b
         p = expit(base + phi.sum(axis=1))
         return p, Explanation(base, phi, self.feature_names)
+
+    def with_threads(self, nthread: int) -> PERiskModel:
+        """A copy whose booster predicts with ``nthread`` threads (batches; loading gives 1)."""
+        booster = self.booster.copy()
+        booster.set_param({"nthread": nthread})
+        return replace(self, booster=booster)
 
     def category(self, p: float) -> str:
         return self.bands.category(p)

@@ -11,6 +11,7 @@ audit logs) lives under one folder, ``.pe-risk/`` in the checkout by default
 ``PE_RISK_MODEL_NAME``     registered model name (default ``pe-risk``)
 ``PE_RISK_API_TOKEN``      bearer token(s) the HTTP API requires, comma-separated
 ``PE_RISK_API_TOKEN_FILE`` a file holding the token(s), one per line
+``PE_RISK_WORKERS``        HTTP worker processes (default: one per CPU core)
 =========================  ============================================================
 """
 
@@ -40,6 +41,7 @@ class Settings:
     model_name: str = "pe-risk"
     horizon_days: int = 180
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    workers: int = 1
 
     @property
     def cohort_dir(self) -> Path:
@@ -85,4 +87,5 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_name=env.get("PE_RISK_MODEL_NAME", "pe-risk"),
         horizon_days=int(env.get("PE_RISK_HORIZON_DAYS", "180")),
         api_tokens=_tokens(env),
+        workers=int(env.get("PE_RISK_WORKERS") or os.cpu_count() or 1),
     )

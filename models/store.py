@@ -66,3 +66,19 @@ def import_model(settings: Settings, alias: str = "champion") -> tuple[str, str]
             for item in folder.iterdir():
                 shutil.copy2(item, ref.path_of(item.name))
     return str(ref.tag), str(mv.version)
+
+
+def load_imported(settings: Settings) -> tuple[PERiskModel, str]:
+    """The model the service serves (``pe-risk:latest`` in the BentoML store) and its version.
+
+    Raises ``LookupError`` with the command that fixes it when nothing was imported yet.
+    """
+    bentoml = _bentoml(settings)
+    try:
+        ref = bentoml.models.get(f"{BENTO_NAME}:latest")
+    except bentoml.exceptions.NotFound:
+        raise LookupError(
+            f"no model in the BentoML store {settings.bentoml_home}: run `pe-risk train` "
+            "then `pe-risk import-model` (or `make serve`, which does both)"
+        ) from None
+    return PERiskModel.load(ref.path), str(ref.info.labels.get("version", ref.tag.version))

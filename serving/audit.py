@@ -8,17 +8,18 @@ always hashes the same), the probability (or the error rule) and the latency.
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from serving.middleware import dumps
+
 
 def input_hash(record: dict[str, Any]) -> str:
     content = {k: v for k, v in record.items() if k != "patient_id"}
-    raw = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()
+    return hashlib.sha256(dumps(content, sort_keys=True)).hexdigest()
 
 
 class AuditLog:
@@ -29,8 +30,11 @@ class AuditLog:
 
     def write(self, entries: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        lines = "".join(
-            json.dumps({"time": now, **e}, separators=(",", ":")) + "\n" for e in entries
-        )
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
-            fh.write(lines)
+        lines = b"".join(dumps({"time": now, **e}) + b"\n" for e in entries)
+        # one O_APPEND write per request: lines from several worker processes never interleave
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            with self._lock:
+                os.write(fd, lines)
+        finally:
+            os.close(fd)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from features.build import derive, record_columns
-from features.scores import score_results
+from features.scores import score_table
 from features.spec import BY_NAME, FEATURES
 from models.artifact import PERiskModel
 from serving.recommend import recommendations
@@ -21,6 +21,7 @@ from serving.recommend import recommendations
 #: inputs whose absence the review says weakens the estimate (a warning, never a refusal)
 KEY_INPUTS = ("d_dimer", "platelets", "hemoglobin", "leukocytes", "bmi")
 _DERIVED = tuple(f for f in FEATURES if not f.in_model)
+_DIRECTION = ("none", "raises", "lowers")  # indexed by np.sign: 0, 1, -1
 
 
 def model_block(model: PERiskModel, version: str) -> dict[str, Any]:
@@ -43,35 +44,49 @@ def model_block(model: PERiskModel, version: str) -> dict[str, Any]:
     }
 
 
-def _shown(record: Any, feature: str, value: float) -> str | None:
-    spec = BY_NAME[feature]
-    if spec.field is not None:
-        given = record.given(spec.field)
-        if given is not None:
-            return given
-    if np.isnan(value):
-        return None
-    return f"{value:g} {spec.unit}".strip()
+def _contributions(
+    shown: list[str | None],
+    names: Sequence[str],
+    labels: Sequence[str],
+    phi: list[float],
+    sign: list[int],
+    order: list[int],
+) -> list[dict]:
+    """All features, largest |contribution| first (``order`` from one argsort per batch);
+    ``shown`` is each feature's value as the client gave it (see ``_shown``)."""
+    return [
+        {
+            "feature": names[j],
+            "label": labels[j],
+            "value": shown[j],
+            "contribution": phi[j],
+            "direction": _DIRECTION[sign[j]],
+        }
+        for j in order
+    ]
 
 
-def _contributions(record: Any, names: Sequence[str], x: np.ndarray, phi: np.ndarray) -> list[dict]:
-    order = np.argsort(-np.abs(phi), kind="stable")
-    out = []
-    for j in order:
-        c = float(phi[j])
-        out.append(
-            {
-                "feature": names[j],
-                "label": BY_NAME[names[j]].label,
-                "value": _shown(record, names[j], float(x[j])),
-                "contribution": c,
-                "direction": "raises" if c > 0 else "lowers" if c < 0 else "none",
-            }
-        )
-    return out
+def _shown(
+    record: Any, fields: Sequence[str | None], units: Sequence[str], x: list[float]
+) -> list[str | None]:
+    """Each feature's value as the client gave it (with its unit), else as derived."""
+    return [
+        g if g is not None else None if v != v else f"{v:g} {u}".strip()
+        for g, v, u in zip(record.given_all(fields), x, units, strict=True)
+    ]
 
 
-def _warnings(record: Any, x: np.ndarray, names: Sequence[str], ranges: dict) -> list[dict]:
+def _outside_training_range(x: np.ndarray, names: Sequence[str], ranges: dict) -> np.ndarray:
+    """rows × features: True where a known value lies outside the training range."""
+    lo = np.array([ranges.get(n, (-np.inf, np.inf))[0] for n in names], dtype=np.float64)
+    hi = np.array([ranges.get(n, (-np.inf, np.inf))[1] for n in names], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return (x < lo) | (x > hi)  # NaN compares False: a missing value is never outside
+
+
+def _warnings(
+    record: Any, x: np.ndarray, names: Sequence[str], ranges: dict, outside: np.ndarray
+) -> list[dict]:
     out = [{"field": w.field, "value": w.value, "message": w.message} for w in record.warnings]
     for name in KEY_INPUTS:
         if getattr(record, name) is None:
@@ -83,18 +98,16 @@ def _warnings(record: Any, x: np.ndarray, names: Sequence[str], ranges: dict) ->
                     "add it if it was measured",
                 }
             )
-    for j, name in enumerate(names):
-        lo_hi = ranges.get(name)
-        v = float(x[j])
-        if lo_hi and not np.isnan(v) and not (lo_hi[0] <= v <= lo_hi[1]):
-            out.append(
-                {
-                    "field": BY_NAME[name].field or name,
-                    "value": v,
-                    "message": f"{name}={v:g} is outside the training range "
-                    f"[{lo_hi[0]:g}, {lo_hi[1]:g}]: the estimate is an extrapolation",
-                }
-            )
+    for j in np.flatnonzero(outside):
+        name, v, (lo, hi) = names[j], float(x[j]), ranges[names[j]]
+        out.append(
+            {
+                "field": BY_NAME[name].field or name,
+                "value": v,
+                "message": f"{name}={v:g} is outside the training range "
+                f"[{lo:g}, {hi:g}]: the estimate is an extrapolation",
+            }
+        )
     return out
 
 
@@ -112,36 +125,44 @@ def predict_records(
     x = model.features(columns)
     p, expl = model.explain(x) if explain else (model.probability(x), None)
     derived = derive(columns, _DERIVED) if scores else {}
+    table = score_table(columns) if scores else []
     ranges = model.info.get("training_ranges", {})
+    outside = _outside_training_range(x, names, ranges)
     block = model_block(model, version)
+    bands = {"low_below": model.bands.low_below, "high_from": model.bands.high_from}
+    if expl is not None:  # lists, not arrays, in the per-row loop: float(a[i, j]) is slow
+        order = np.argsort(-np.abs(expl.contributions), axis=1, kind="stable").tolist()
+        phi, base, xs = expl.contributions.tolist(), expl.base_value.tolist(), x.tolist()
+        sign = np.sign(expl.contributions).astype(np.int8).tolist()
+        specs = [BY_NAME[n] for n in names]
+        fields, units, labels = ([getattr(s, a) for s in specs] for a in ("field", "unit", "label"))
     out = []
-    for i, record in enumerate(records):
-        prob = float(p[i])
+    for i, (record, prob) in enumerate(zip(records, p.tolist(), strict=True)):
         category = model.category(prob)
         answer: dict[str, Any] = {
             "patient_id": record.patient_id,
             "probability": prob,
             "risk_category": category,
-            "risk_bands": {"low_below": model.bands.low_below, "high_from": model.bands.high_from},
+            "risk_bands": bands,
             "horizon_days": model.horizon_days,
         }
         if expl is not None:
+            shown = _shown(record, fields, units, xs[i])
             answer["explanation"] = {
                 "scale": expl.scale,
-                "base_value": float(expl.base_value[i]),
-                "contributions": _contributions(record, names, x[i], expl.contributions[i]),
+                "base_value": base[i],
+                "contributions": _contributions(shown, names, labels, phi[i], sign[i], order[i]),
             }
         if scores:
-            results = score_results({k: v[i : i + 1] for k, v in columns.items()}, 0)
-            answer["clinical_scores"] = results
+            answer["clinical_scores"] = table[i]
             answer["recommendations"] = recommendations(
                 {k: float(v[i]) for k, v in derived.items()},
-                results,
+                table[i],
                 risk_category=category,
                 suspected_pe=record.suspected_pe,
                 anticoagulated=record.anticoagulated,
             )
-        answer["warnings"] = _warnings(record, x[i], names, ranges)
+        answer["warnings"] = _warnings(record, x[i], names, ranges, outside[i])
         answer["model"] = block
         out.append(answer)
     return out

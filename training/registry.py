@@ -40,7 +40,14 @@ class Gate:
 
     def check(self, evaluation: Evaluation) -> GateResult:
         m = evaluation.metrics
-        checks = []
+        checks = [  # a baseline can be no better than chance on a table: chance is a floor too
+            _check(
+                "AUROC lower 95% bound > 0.5 (chance)",
+                m["auroc"].low,
+                "> 0.5",
+                m["auroc"].low > 0.5,
+            )
+        ]
         base = evaluation.baselines.get(self.baseline, {}).get("metrics", {}).get("auroc")
         if base is None:
             checks.append(

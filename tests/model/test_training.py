@@ -179,7 +179,7 @@ def test_gate_refuses_a_deliberately_bad_model_and_leaves_the_registry(
     out = train_and_track(noise, TrainConfig(seed=3), state, n_boot=30)
     assert not out.gate.passed and out.version is None
     failed = [c["check"] for c in out.gate.checks if not c["passed"]]
-    assert any("khorana" in c for c in failed)
+    assert any("chance" in c for c in failed)  # no better than chance, whatever Khorana does
     after = [(v.version, v.aliases) for v in client.search_model_versions("name='pe-risk'")]
     assert after == before
     assert client.get_run(out.run_id).data.tags["gate_passed"] == "false"

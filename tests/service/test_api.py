@@ -8,6 +8,7 @@ import math
 import pytest
 
 from features.spec import MODEL_FEATURE_NAMES
+from serving.schemas import BatchResponse, Prediction
 from tests.conftest import base_record
 
 pytestmark = pytest.mark.service
@@ -27,6 +28,7 @@ def test_predict_answers_the_design_contract(client) -> None:
     r = client.post("/predict", json=RECORD)
     assert r.status_code == 200
     body = r.json()
+    Prediction.model_validate(body)  # the documented response model, field by field
     assert set(body) >= {
         "probability",
         "risk_category",
@@ -116,6 +118,15 @@ def test_malformed_bodies_get_400_and_the_server_stays_healthy(client, raw, rule
     assert client.get("/readyz").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", 'say \\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\" twice'],
+)
+def test_brackets_inside_strings_do_not_count_as_nesting(client, text) -> None:
+    r = client.post("/predict", json=base_record(patient_id=text))
+    assert r.status_code == 200 and r.json()["patient_id"] == text
+
+
 def test_body_size_limit(client) -> None:
     huge = json.dumps({"patients": [base_record(patient_id="x" * 60)] * 400_000}).encode()
     r = client.post("/predict_batch", content=huge, headers={"content-type": "application/json"})
@@ -129,6 +140,7 @@ def test_batch_keeps_order_and_isolates_bad_records(client) -> None:
     ]
     r = client.post("/predict_batch", json={"patients": patients, "explain": True})
     assert r.status_code == 200
+    BatchResponse.model_validate(r.json())
     results = r.json()["results"]
     assert [x["index"] for x in results] == [0, 1, 2, 3]
     assert [x["ok"] for x in results] == [True, True, False, True]
