@@ -28,7 +28,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH = frozenset({"/livez", "/readyz", "/healthz"})
-API_ROUTES = ("/predict", "/predict_batch")
+API_ROUTES = ("/predict", "/predict_batch", "/report")
 
 
 def dumps(body: Any, *, sort_keys: bool = False) -> bytes:
@@ -316,4 +316,9 @@ def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
             if path in API_ROUTES or path == "/model":
                 for code, text in texts.items():
                     method["responses"][code] = {"description": text, "content": ref}
+            if path == "/report":  # the page, not BentoML's default text/plain
+                method["responses"]["200"] = {
+                    "description": "the one-page report: self-contained HTML",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
     return spec

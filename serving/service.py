@@ -17,6 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import gc
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -32,6 +33,7 @@ from models.settings import get_settings
 from serving.audit import AuditLog, input_hash
 from serving.middleware import BearerAuth, RequestGuard, dumps
 from serving.predict import model_block, predict_records
+from serving.report import report_html
 from serving.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
 
 BENTO_MODEL = "pe-risk:latest"
@@ -121,37 +123,48 @@ class PERisk:
             ]
         )
 
-    @bentoml.api(route="/predict")
-    def predict(self, record: RecordIn, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
-        """One patient record (the body is the record) → probability, explanation, scores, flags."""
+    def _one(
+        self,
+        record: RecordIn,  # type: ignore[valid-type]
+        ctx: bentoml.Context,
+        endpoint: str,
+        respond: Callable[[Any], tuple[Response, dict[str, Any]]],
+    ) -> Response:
+        """Validate one record, answer it with ``respond`` and audit it; a record that breaks
+        the contract gets the 422 error body naming field, value and rule."""
         t0 = time.perf_counter()
         raw = record.model_dump(exclude_unset=True)
         try:
             parsed = parse_record(raw)
         except RecordError as err:
+            rules = sorted({i.rule for i in err.issues})
             self._audit(
-                ctx,
-                "predict",
-                [
-                    {
-                        "input_hash": input_hash(raw),
-                        "status": 422,
-                        "rules": sorted({i.rule for i in err.issues}),
-                    }
-                ],
-                t0,
+                ctx, endpoint, [{"input_hash": input_hash(raw), "status": 422, "rules": rules}], t0
             )
             ctx.response.status_code = 422  # BentoML applies the context's status to any response
             body = {"error": "the record breaks the data contract", "detail": _issues(err)}
-            return _json(body, 422)  # type: ignore[return-value]
-        answer = predict_records(self.model, self.version, [parsed])[0]
-        self._audit(
-            ctx,
-            "predict",
-            [{"input_hash": input_hash(raw), "status": 200, "probability": answer["probability"]}],
-            t0,
-        )
-        return _json(answer)  # type: ignore[return-value]
+            return _json(body, 422)
+        response, audited = respond(parsed)
+        self._audit(ctx, endpoint, [{"input_hash": input_hash(raw), "status": 200, **audited}], t0)
+        return response
+
+    def _prediction(self, record: Any) -> tuple[Response, dict[str, Any]]:
+        answer = predict_records(self.model, self.version, [record])[0]
+        return _json(answer), {"probability": answer["probability"]}
+
+    def _report(self, record: Any) -> tuple[Response, dict[str, Any]]:
+        html = report_html(self.model, self.version, record)
+        return Response(html, media_type="text/html; charset=utf-8"), {}
+
+    @bentoml.api(route="/predict")
+    def predict(self, record: RecordIn, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
+        """One patient record (the body is the record) → probability, explanation, scores, flags."""
+        return self._one(record, ctx, "predict", self._prediction)  # type: ignore[return-value]
+
+    @bentoml.api(route="/report")
+    def report(self, record: RecordIn, /, ctx: bentoml.Context) -> str:  # type: ignore[valid-type]
+        """The same body as /predict → the clinician's one-page HTML report (self-contained)."""
+        return self._one(record, ctx, "report", self._report)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch")
     def predict_batch(self, request: BatchRequest, /, ctx: bentoml.Context) -> BatchResponse:

@@ -7,7 +7,6 @@ and exits non-zero with a message that says what to fix.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -152,19 +151,10 @@ def scores(
 ) -> None:
     """Validate one JSON record and print its derived predictors and clinical scores as JSON."""
     from features.build import derive, record_columns
-    from features.records import RecordError, parse_record
     from features.scores import score_results
+    from training.model_cli import read_record
 
-    text = sys.stdin.read() if str(record) == "-" else record.read_text(encoding="utf-8")
-    try:
-        rec = parse_record(json.loads(text))
-    except json.JSONDecodeError as exc:
-        typer.echo(f"error: {record} is not valid JSON: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except RecordError as exc:
-        for issue in exc.issues:
-            typer.echo(f"error: {issue.message}", err=True)
-        raise typer.Exit(1) from None
+    rec = read_record(record)
     cols = record_columns([rec])
     feats = {k: (None if v[0] != v[0] else float(v[0])) for k, v in derive(cols).items()}
     answer = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -243,6 +243,54 @@ def import_model(
     typer.echo(f"imported {settings.model_name} version {version} as BentoML model {tag}")
 
 
+def read_record(path: Path) -> Any:
+    """One JSON record from a file ('-': standard input), validated; exits 2 / 1 on bad input."""
+    import json
+
+    from features.records import RecordError, parse_record
+
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    try:
+        return parse_record(json.loads(text))
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: {path} is not valid JSON: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except RecordError as exc:
+        for issue in exc.issues:
+            typer.echo(f"error: {issue.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def report(
+    record: Annotated[Path, typer.Argument(help="A JSON patient record ('-' for standard input).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML page.")] = Path(
+        "report.html"
+    ),
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="A model folder (booster.ubj + model.json); default: the served model."),
+    ] = None,
+) -> None:
+    """Write the clinician's one-page report for one record, without a server (as POST /report)."""
+    from models.artifact import PERiskModel
+    from models.settings import get_settings
+    from models.store import load_imported
+    from serving.report import report_html
+
+    parsed = read_record(record)
+    if model_dir is not None:
+        model = PERiskModel.load(model_dir)
+        version = str(model.info.get("run_id") or model_dir.name)
+    else:
+        try:
+            model, version = load_imported(get_settings())
+        except LookupError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    out.write_text(report_html(model, version, parsed), encoding="utf-8")
+    typer.echo(f"wrote {out} (model version {version})")
+
+
 def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.", envvar="PORT")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -295,6 +343,7 @@ def register_commands(app: typer.Typer) -> None:
     app.command("models")(models_list)
     app.command()(promote)
     app.command("import-model")(import_model)
+    app.command()(report)
     app.command()(serve)
 
 

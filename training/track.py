@@ -242,6 +242,9 @@ def train_and_track(
             },
             gate={"passed": result.passed, "checks": result.checks},
             training_ranges=_training_ranges(fitted),
+            # the cohort's base rate, which the report draws beside the patient's risk
+            event_rate=float(fitted.y.mean()),
+            rows=len(fitted.y),
         )
         card = model_card(model, fitted, evaluation, result, data=_data_info(data, fitted))
         say("logging plots, model card and model")

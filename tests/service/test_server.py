@@ -68,6 +68,9 @@ def test_real_server_predicts_and_exposes_metrics(server) -> None:
     assert bad.status_code == 400
     metrics = httpx.get(f"{url}/metrics", headers=auth)
     assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
+    page = httpx.post(f"{url}/report", json=base_record(d_dimer=1.4), headers=auth)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<svg" in page.text and "SYNTHETIC" in page.text
 
 
 def test_identifiers_never_reach_the_server_log(server) -> None:

@@ -1,0 +1,310 @@
+"""The clinician's one-page report: the ``/predict`` answer, drawn for a person.
+
+``report_html(model, version, record)`` builds the answer with ``serving.predict`` (so
+the page says exactly what ``/predict`` says), adds what the answer cannot hold (the
+missing inputs that would most move the estimate) and renders ``templates/report.html``:
+self-contained HTML (inline CSS and SVG; no script, font, style sheet or image is
+fetched, so it works on an offline hospital network) that prints on one A4 page.
+``POST /report`` and ``pe-risk report`` both call it.
+
+Accessibility: every chart has a text equivalent (SVG ``title``/``desc`` and a table for
+screen readers), every colour is doubled by words ("raises", "lowers", band names), and
+text colours meet WCAG AA contrast (≥4.5:1) on white.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from features.build import record_columns
+from features.contract import BY_NAME as FIELD
+from features.contract import FIELDS, Kind
+from features.records import RecordError, parse_record
+from features.spec import BY_NAME as SPEC
+from features.spec import FEATURES
+from models.artifact import PERiskModel, expit
+from serving.predict import KEY_INPUTS, predict_records
+
+#: the risk axis (log scale) of the risk chart, as probabilities
+SCALE = (0.005, 0.99)
+TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 0.9)
+#: contributions drawn one by one in the waterfall; the rest are summed into one row
+WATERFALL_ROWS = 7
+#: records with more inputs than this are set in smaller type, so the page stays one A4 page
+DENSE_ABOVE = 24
+#: scores shown, in order; diagnostic ones only when PE is suspected
+PROGNOSTIC = ("khorana", "vienna_cats")
+DIAGNOSTIC = ("wells", "revised_geneva", "years")
+BLEEDING = ("vte_bleed", "riete_bleeding")
+LIMITATIONS = (
+    "It estimates the risk of PE within the horizon; it does not diagnose or exclude PE.",
+    "The competing risk of death is not modelled.",
+    "Inputs outside the training range, or missing key inputs, make the estimate less "
+    "certain (see the warnings).",
+)
+_MODEL_FIELDS = tuple(
+    dict.fromkeys(f.field for f in FEATURES if f.in_model and f.field is not None)
+)
+
+
+_FEATURE_LABEL = {f.field: f.label for f in reversed(FEATURES) if f.field is not None}
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """How far one missing input could move the estimate, over its usual values."""
+
+    field: str
+    label: str
+    low: float
+    high: float
+    low_value: str
+    high_value: str
+
+    @property
+    def spread(self) -> float:
+        return self.high - self.low
+
+
+def _candidates(name: str, ranges: dict[str, list[float]]) -> list[Any]:
+    spec = FIELD[name]
+    if spec.kind is Kind.BOOLEAN:
+        return [False, True]
+    if spec.kind is Kind.CATEGORY:
+        return list(spec.choices)
+    lo_hi = spec.usual or (tuple(ranges[name]) if name in ranges else None)
+    if lo_hi is None:
+        return []
+    lo, hi = lo_hi
+    return [lo, (lo + hi) / 2, hi]
+
+
+def missing_input_effects(
+    model: PERiskModel, record: Any, *, top: int = 4, min_spread: float = 0.005
+) -> list[WhatIf]:
+    """The missing model inputs whose usual values would move the estimate the most.
+
+    For each input the model uses and the record lacks, the record is scored again with
+    the input set to its usual low, middle and high values (booleans both ways, every
+    category), all in one vectorised call. Inputs whose range stays under ``min_spread``
+    are left out.
+    """
+    known = record.present()
+    ranges = model.info.get("training_ranges", {})
+    trials: list[tuple[str, Any]] = []
+    raws = []
+    for name in _MODEL_FIELDS:
+        if name in known:
+            continue
+        for value in _candidates(name, ranges):
+            trials.append((name, value))
+            raws.append({**known, name: value})
+    if not raws:
+        return []
+    parsed, kept = [], []
+    for trial, raw in zip(trials, raws, strict=True):
+        try:
+            parsed.append(parse_record(raw))
+            kept.append(trial)
+        except RecordError:  # e.g. a value a cross-field rule refuses for this patient
+            continue
+    if not parsed:
+        return []
+    p = model.probability(model.features(record_columns(parsed))).tolist()
+    by_field: dict[str, list[tuple[float, Any]]] = {}
+    for (name, value), prob in zip(kept, p, strict=True):
+        by_field.setdefault(name, []).append((prob, value))
+    out = []
+    for name, results in by_field.items():
+        (lo, lo_v), (hi, hi_v) = min(results, key=_first), max(results, key=_first)
+        if hi - lo >= min_spread:
+            out.append(WhatIf(name, _label(name), lo, hi, _shown(name, lo_v), _shown(name, hi_v)))
+    return sorted(out, key=lambda w: -w.spread)[:top]
+
+
+def _feature_label(feature: str) -> str:
+    """A category's one-hot features are named by their field ("Histology: adenocarcinoma")."""
+    spec = SPEC[feature]
+    if spec.field is not None and FIELD[spec.field].kind is Kind.CATEGORY:
+        return _label(spec.field)
+    return spec.label.split(" (")[0]
+
+
+def _first(pair: tuple[float, Any]) -> float:
+    return pair[0]
+
+
+def _label(name: str) -> str:
+    """A short plain-words name for a record field (feature label, else its description)."""
+    spec = FIELD[name]
+    if spec.kind is Kind.CATEGORY or name not in _FEATURE_LABEL:
+        if spec.kind is Kind.CATEGORY:
+            return name.replace("_", " ").capitalize()
+        return spec.description.split(" (")[0].split(";")[0].rstrip(".")
+    return _FEATURE_LABEL[name].split(" (")[0]
+
+
+def _shown(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float | int):
+        return f"{value:g} {FIELD[name].unit}".strip()
+    return str(value).replace("_", " ")
+
+
+def percent(p: float | None) -> str:
+    """A probability as people read it: 0.1234 → '12.3 %', 0.004 → '0.4 %'."""
+    if p is None:
+        return "—"
+    return f"{100 * p:.1f} %" if p >= 0.001 else "< 0.1 %"
+
+
+# ------------------------------------------------------------------------- chart geometry
+def _x_risk(p: float, width: float) -> float:
+    lo, hi = (math.log10(v) for v in SCALE)
+    v = min(max(p, SCALE[0]), SCALE[1])
+    return round((math.log10(v) - lo) / (hi - lo) * width, 1)
+
+
+def risk_scale(p: float, bands: dict[str, float], base_rate: float | None) -> dict[str, Any]:
+    """Geometry of the risk bar: bands, ticks, the patient's marker and the base rate."""
+    w = 520.0
+    edges = [SCALE[0], bands["low_below"], bands["high_from"], SCALE[1]]
+    names = ("low", "intermediate", "high")
+    segments = [
+        {
+            "name": n,
+            "x": _x_risk(a, w),
+            "w": _x_risk(b, w) - _x_risk(a, w),
+            "range": f"{percent(a) if i else '0 %'} – {percent(b) if i < 2 else '100 %'}",
+        }
+        for i, (n, a, b) in enumerate(zip(names, edges, edges[1:], strict=False))
+    ]
+    return {
+        "width": w,
+        "segments": segments,
+        "ticks": [{"x": _x_risk(t, w), "text": f"{100 * t:g} %"} for t in TICKS],
+        "marker": _x_risk(p, w),
+        "marker_anchor": "end" if _x_risk(p, w) > 0.7 * w else "start",
+        "base": None if base_rate is None else _x_risk(base_rate, w),
+    }
+
+
+def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]:
+    """Geometry of the contribution chart, on the calibrated log-odds scale, labelled in %.
+
+    Rows run from the average patient (the base value) to this patient; each bar starts
+    where the previous ended, so the last one ends at logit(probability) exactly.
+    """
+    contributions = explanation["contributions"]
+    shown = [c for c in contributions if c["contribution"] != 0][:WATERFALL_ROWS]
+    rest = contributions[len(shown) :]
+    rows = [
+        {
+            "text": f"{_feature_label(c['feature'])}: {c['value'] or 'not given'}",
+            "delta": c["contribution"],
+            "direction": c["direction"],
+        }
+        for c in shown
+    ]
+    other = sum(c["contribution"] for c in rest)
+    if rest and other != 0:
+        rows.append(
+            {
+                "text": f"{len(rest)} other factors together",
+                "delta": other,
+                "direction": "raises" if other > 0 else "lowers",
+            }
+        )
+    start = explanation["base_value"]
+    points = [start]
+    for r in rows:
+        points.append(points[-1] + r["delta"])
+    lo = min(*points, math.log(0.01 / 0.99)) - 0.2
+    hi = max(*points, math.log(0.3 / 0.7)) + 0.2
+    w = 440.0
+
+    def x(z: float) -> float:
+        return round((z - lo) / (hi - lo) * w, 1)
+
+    for r, a, b in zip(rows, points, points[1:], strict=False):
+        r.update(x=min(x(a), x(b)), w=max(abs(x(b) - x(a)), 1.5), after=percent(float(expit(b))))
+    ticks: list[dict[str, Any]] = []
+    for t in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.99):
+        z = math.log(t / (1 - t))
+        if lo <= z <= hi and (not ticks or x(z) - ticks[-1]["x"] >= 34):
+            ticks.append({"x": x(z), "text": f"{100 * t:g} %"})
+    return {
+        "width": w,
+        "rows": rows,
+        "ticks": ticks,
+        "base_x": x(start),
+        "base_text": percent(float(expit(start))),
+        "end_x": x(points[-1]),
+        "end_text": percent(probability),
+    }
+
+
+# ------------------------------------------------------------------------------ rendering
+@cache
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("serving", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["percent"] = percent
+    return env
+
+
+def _inputs(record: Any) -> list[dict[str, str]]:
+    names = [f.name for f in FIELDS if f.name != "patient_id"]
+    given = record.given_all(names)
+    return [
+        {"label": _label(n), "value": g.replace("_", " ")}
+        for n, g in zip(names, given, strict=True)
+        if g is not None
+    ]
+
+
+def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: list[WhatIf]) -> str:
+    """The page for one answer of ``predict_records`` (with explanation and scores)."""
+    scores = answer["clinical_scores"]
+    suspected = bool(record.suspected_pe)
+    keys = PROGNOSTIC + (DIAGNOSTIC if suspected else ()) + BLEEDING
+    base_rate = model.info.get("event_rate")
+    inputs = _inputs(record)
+    metrics = model.info.get("metrics", {})
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(
+            a=answer,
+            model=answer["model"],
+            inputs=inputs,
+            dense=len(inputs) > DENSE_ABOVE,
+            missing=[_label(k) for k in KEY_INPUTS if getattr(record, k) is None],
+            scale=risk_scale(answer["probability"], answer["risk_bands"], base_rate),
+            base_rate=base_rate,
+            fall=waterfall(answer["explanation"], answer["probability"]),
+            scores=[dict(scores[k], key=k) for k in keys if k in scores],
+            suspected=suspected,
+            what_if=what_if,
+            auroc=metrics.get("auroc"),
+            slope=metrics.get("calibration_slope"),
+            khorana_auroc=model.info.get("baselines", {}).get("khorana", {}).get("auroc"),
+            limitations=LIMITATIONS,
+        )
+    )
+
+
+def report_html(model: PERiskModel, version: str, record: Any) -> str:
+    """The report for one validated ``PatientRecord`` (what ``/report`` returns)."""
+    answer = predict_records(model, version, [record])[0]
+    return render(answer, record, model, missing_input_effects(model, record))

@@ -1,0 +1,90 @@
+"""The clinician's report: POST /report, `pe-risk report`, and what the page must say."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from features.records import parse_record
+from models.settings import get_settings
+from models.store import load_imported
+from serving.report import missing_input_effects, percent, waterfall
+from tests.conftest import base_record
+
+pytestmark = pytest.mark.service
+
+RECORD = base_record(
+    patient_id="MRN-0042",
+    age=67,
+    sex="male",
+    stage="IV",
+    d_dimer={"value": 3200, "unit": "ng/mL{FEU}"},
+    platelets=410,
+    chemotherapy=True,
+    suspected_pe=True,
+    heart_rate=112,
+    rv_lv_ratio=1.3,
+)
+EXTERNAL = re.compile(r"(?i)(<script|<link|<img|<iframe|@import|url\(|\b(?:src|href)\s*=)")
+
+
+def test_report_is_self_contained_and_says_what_predict_says(client) -> None:
+    r = client.post("/report", json=RECORD)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert not EXTERNAL.search(html), EXTERNAL.search(html)
+    answer = client.post("/predict", json=RECORD).json()
+    assert f'id="risk-value">{percent(answer["probability"])}<' in html
+    assert f'id="risk-category">{answer["risk_category"]}<' in html
+    assert "SYNTHETIC" in html and "Decision support, not a diagnosis" in html
+    assert "D-dimer: 3200 ng/mL{FEU}" in html  # the value as given, with its unit
+    for score in ("Khorana score", "Vienna CATS score", "Wells score for PE", "VTE-BLEED"):
+        assert score in html
+    for flag in answer["recommendations"]:
+        assert flag["text"] in html
+    assert 'role="img"' in html and "<desc" in html and 'id="drivers-table"' in html
+    assert r.headers["x-model-version"] == answer["model"]["version"]
+
+
+def test_report_refuses_a_bad_record_with_the_error_body(client) -> None:
+    r = client.post("/report", json=base_record(stage="V"))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "stage"
+
+
+def test_cli_writes_the_same_page_without_a_server(client, served_state, tmp_path) -> None:
+    from training.cli import app
+
+    path = tmp_path / "record.json"
+    path.write_text(__import__("json").dumps(RECORD))
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(app, ["report", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text() == client.post("/report", json=RECORD).text
+
+
+def test_waterfall_ends_at_the_patients_log_odds(client) -> None:
+    answer = client.post("/predict", json=RECORD).json()
+    fall = waterfall(answer["explanation"], answer["probability"])
+    total = answer["explanation"]["base_value"] + sum(r["delta"] for r in fall["rows"])
+    p = answer["probability"]
+    assert total == pytest.approx(math.log(p / (1 - p)), abs=1e-6)
+    assert fall["rows"][-1]["after"] == percent(p)
+    assert all(("▲" if r["delta"] > 0 else "▼") for r in fall["rows"])
+
+
+def test_missing_inputs_are_ranked_by_how_far_they_move_the_estimate(served_state) -> None:
+    model, _ = load_imported(get_settings())
+    sparse = parse_record(base_record(suspected_pe=True))
+    effects = missing_input_effects(model, sparse, top=10)
+    assert effects, "a record with only the required fields must have missing inputs that matter"
+    spreads = [e.spread for e in effects]
+    assert spreads == sorted(spreads, reverse=True) and all(e.low < e.high for e in effects)
+    assert "d_dimer" in {e.field for e in effects}  # the review's strongest marker
+    p_dd = {e.field: e for e in effects}["d_dimer"]
+    assert p_dd.low_value.endswith("mg/L FEU") and p_dd.high_value.endswith("mg/L FEU")
+    complete = parse_record(base_record(d_dimer=1.0))
+    assert "d_dimer" not in {e.field for e in missing_input_effects(model, complete, top=50)}
