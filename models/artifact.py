@@ -65,12 +65,6 @@ class RiskBands:
         "score 0 → 5.0 %; score ≥2 (the usual thromboprophylaxis threshold) → 8.9 %"
     )
 
-    def with_threads(self, nthread: int) -> PERiskModel:
-        """A copy whose booster predicts with ``nthread`` threads (batches; loading gives 1)."""
-        booster = self.booster.copy()
-        booster.set_param({"nthread": nthread})
-        return replace(self, booster=booster)
-
     def category(self, p: float) -> str:
         """The band of one probability (the one rule the API, batch path and report share)."""
         if p < self.low_below:

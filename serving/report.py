@@ -116,14 +116,15 @@ def missing_input_effects(
     if not parsed:
         return []
     p = model.probability(model.features(record_columns(parsed))).tolist()
-    by_field: dict[str, list[tuple[float, Any]]] = {}
-    for (name, value), prob in zip(kept, p, strict=True):
-        by_field.setdefault(name, []).append((prob, value))
+    by_field: dict[str, list[tuple[float, str]]] = {}
+    for (name, _), trial_record, prob in zip(kept, parsed, p, strict=True):
+        shown = (trial_record.given(name) or "").replace("_", " ")  # as the record shows it
+        by_field.setdefault(name, []).append((prob, shown))
     out = []
     for name, results in by_field.items():
         (lo, lo_v), (hi, hi_v) = min(results, key=_first), max(results, key=_first)
         if hi - lo >= min_spread:
-            out.append(WhatIf(name, _label(name), lo, hi, _shown(name, lo_v), _shown(name, hi_v)))
+            out.append(WhatIf(name, _label(name), lo, hi, lo_v, hi_v))
     return sorted(out, key=lambda w: -w.spread)[:top]
 
 
@@ -135,7 +136,7 @@ def _feature_label(feature: str) -> str:
     return spec.label.split(" (")[0]
 
 
-def _first(pair: tuple[float, Any]) -> float:
+def _first(pair: tuple[float, str]) -> float:
     return pair[0]
 
 
@@ -147,14 +148,6 @@ def _label(name: str) -> str:
             return name.replace("_", " ").capitalize()
         return spec.description.split(" (")[0].split(";")[0].rstrip(".")
     return _FEATURE_LABEL[name].split(" (")[0]
-
-
-def _shown(name: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float | int):
-        return f"{value:g} {FIELD[name].unit}".strip()
-    return str(value).replace("_", " ")
 
 
 def percent(p: float | None) -> str:
