@@ -12,6 +12,13 @@ audit logs) lives under one folder, ``.pe-risk/`` in the checkout by default
 ``PE_RISK_API_TOKEN``      bearer token(s) the HTTP API requires, comma-separated
 ``PE_RISK_API_TOKEN_FILE`` a file holding the token(s), one per line
 ``PE_RISK_WORKERS``        HTTP worker processes (default: one per CPU core)
+``PE_RISK_FHIR_MAP``       a CSV of extra FHIR mapping rows (``serving/fhir_map.csv`` columns)
+``PE_RISK_FHIR_SERVERS``   FHIR base URLs a CDS Hooks call may fetch missing prefetch
+                           data from, comma-separated (default: none, so never fetch)
+``PE_RISK_PUBLIC_URL``     the service's address as clinicians' browsers reach it (report
+                           links in CDS Hooks cards; default: the request's own host)
+``PE_RISK_LINK_KEY``       Fernet key sealing report links (default: ``<state>/link.key``)
+``PE_RISK_LINK_TTL``       how long a report link opens, in seconds (default 3600)
 =========================  ============================================================
 """
 
@@ -42,6 +49,11 @@ class Settings:
     horizon_days: int = 180
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     workers: int = 1
+    fhir_map: Path | None = None
+    fhir_servers: tuple[str, ...] = ()
+    public_url: str | None = None
+    link_key: str | None = field(default=None, repr=False)
+    link_ttl_s: int = 3600
 
     @property
     def cohort_dir(self) -> Path:
@@ -88,4 +100,13 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         horizon_days=int(env.get("PE_RISK_HORIZON_DAYS", "180")),
         api_tokens=_tokens(env),
         workers=int(env.get("PE_RISK_WORKERS") or os.cpu_count() or 1),
+        fhir_map=Path(env["PE_RISK_FHIR_MAP"]).resolve() if env.get("PE_RISK_FHIR_MAP") else None,
+        fhir_servers=tuple(
+            u.strip().rstrip("/")
+            for u in env.get("PE_RISK_FHIR_SERVERS", "").split(",")
+            if u.strip()
+        ),
+        public_url=(env.get("PE_RISK_PUBLIC_URL") or "").rstrip("/") or None,
+        link_key=env.get("PE_RISK_LINK_KEY") or None,
+        link_ttl_s=int(env.get("PE_RISK_LINK_TTL", "3600")),
     )

@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving.schemas import ErrorBody
-
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -29,6 +27,48 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 HEALTH = frozenset({"/livez", "/readyz", "/healthz"})
 API_ROUTES = ("/predict", "/predict_batch", "/report")
+FHIR_ROUTES = ("/fhir/risk-assessment",)
+CDS_PREFIX = "/cds-services/"
+#: a report link carries its own sealed, expiring credential (``serving.links``): a
+#: clinician's browser following a card's link has no API bearer token
+SELF_AUTHENTICATED = "/report-link/"
+MOUNTED = ("/fhir/", CDS_PREFIX, SELF_AUTHENTICATED)
+MOUNT_ROOTS = frozenset({"/model", "/cds-services"})  # GET {base}/cds-services is discovery
+_JSON_TYPES = (b"application/json",)
+_FHIR_TYPES = (b"application/fhir+json", b"application/json")
+_FHIR_CODE = {
+    "json": "structure",
+    "type": "structure",
+    "depth": "too-costly",
+    "size": "too-costly",
+    "content_type": "not-supported",
+    "auth": "security",
+}
+
+
+def accepted_types(path: str) -> tuple[bytes, ...] | None:
+    """The Content-Types a guarded POST route takes (None: the route is not guarded)."""
+    if path in API_ROUTES or path.startswith(CDS_PREFIX):
+        return _JSON_TYPES
+    if path in FHIR_ROUTES:
+        return _FHIR_TYPES
+    return None
+
+
+def as_operation_outcome(body: dict[str, Any]) -> dict[str, Any]:
+    """An ``ErrorBody`` as the FHIR OperationOutcome a FHIR client expects."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": _FHIR_CODE.get(d.get("rule", ""), "invalid"),
+                "diagnostics": d.get("message") or body.get("error", ""),
+                **({"expression": [d["field"]]} if d.get("field") else {}),
+            }
+            for d in body.get("detail") or [{}]
+        ],
+    }
 
 
 def dumps(body: Any, *, sort_keys: bool = False) -> bytes:
@@ -42,14 +82,20 @@ def dumps(body: Any, *, sort_keys: bool = False) -> bytes:
         ).encode()
 
 
-async def _json(send: Send, status: int, body: dict[str, Any], headers: Iterable = ()) -> None:
+async def _json(
+    send: Send, status: int, body: dict[str, Any], headers: Iterable = (), path: str = ""
+) -> None:
+    """Send an error body: ``ErrorBody`` JSON, or an OperationOutcome on the FHIR routes."""
+    ctype = b"application/json"
+    if path.startswith("/fhir/"):
+        body, ctype = as_operation_outcome(body), b"application/fhir+json"
     raw = dumps(body)
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", ctype),
                 (b"content-length", str(len(raw)).encode()),
                 *headers,
             ],
@@ -65,6 +111,22 @@ def error(message: str, field: str = "", value: Any = None, rule: str = "json") 
     }
 
 
+async def _not_found(send: Send, path: str) -> None:
+    """404 in the shape of the route family (a report link is opened by a browser)."""
+    if path.startswith(SELF_AUTHENTICATED):
+        page = b"<!doctype html><title>pe-risk</title><p>This is not a valid pe-risk report link."
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"text/html; charset=utf-8")],
+            }
+        )
+        await send({"type": "http.response.body", "body": page})
+        return
+    await _json(send, 404, error("no such route", "path", None, "not_found"), (), path)
+
+
 class BearerAuth:
     def __init__(self, app: ASGIApp, tokens: Iterable[str] | None = None) -> None:
         if tokens is None:
@@ -75,7 +137,13 @@ class BearerAuth:
         self.tokens = [t.encode() for t in tokens]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in HEALTH:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not self.tokens
+            or path in HEALTH
+            or (path.startswith(SELF_AUTHENTICATED) and scope["method"] == "GET")
+        ):
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -91,11 +159,16 @@ class BearerAuth:
                     "auth",
                 ),
                 [(b"www-authenticate", b'Bearer realm="pe-risk"')],
+                path,
             )
             return
         if not any(hmac.compare_digest(token.strip(), t) for t in self.tokens):
             await _json(
-                send, 403, error("the bearer token is not valid", "Authorization", None, "auth")
+                send,
+                403,
+                error("the bearer token is not valid", "Authorization", None, "auth"),
+                (),
+                path,
             )
             return
         await self.app(scope, receive, send)
@@ -139,21 +212,31 @@ class RequestGuard:
         if scope["path"] == "/docs.json":
             await self._patched_spec(scope, receive, send)
             return
-        if scope["method"] != "POST" or scope["path"] not in API_ROUTES:
+        path = scope["path"]
+        if path in MOUNT_ROOTS:  # the mount's own address, not a 307 to the trailing slash
+            scope = {**scope, "path": path + "/", "raw_path": path.encode() + b"/"}
+        if "\n" in path and path.startswith(MOUNTED):  # the mounts' path pattern stops at \n
+            await _not_found(send, path)
+            return
+        accepted = accepted_types(path) if scope["method"] == "POST" else None
+        if accepted is None:
             await self.app(scope, receive, send)
             return
-        ctype = dict(scope.get("headers") or []).get(b"content-type", b"application/json")
-        if ctype.split(b";")[0].strip().lower() != b"application/json":
+        ctype = dict(scope.get("headers") or []).get(b"content-type", accepted[0])
+        if ctype.split(b";")[0].strip().lower() not in accepted:
             shown = ctype.decode("latin-1")[:100]
+            names = " or ".join(a.decode() for a in accepted)
             await _json(
                 send,
                 415,
                 error(
-                    f"Content-Type {shown!r} is not accepted; send application/json",
+                    f"Content-Type {shown!r} is not accepted; send {names}",
                     "Content-Type",
                     shown,
                     "content_type",
                 ),
+                (),
+                path,
             )
             return
         body = bytearray()
@@ -171,11 +254,13 @@ class RequestGuard:
                     error(
                         f"the request body is larger than {self.max_bytes} bytes", "", None, "size"
                     ),
+                    (),
+                    path,
                 )
                 return
         problem = self._check(bytes(body))
         if problem:
-            await _json(send, 400, problem)
+            await _json(send, 400, problem, (), path)
             return
         replayed = False
 
@@ -186,7 +271,8 @@ class RequestGuard:
             replayed = True
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-        await self.app(scope, replay, _ErrorShape(send))
+        # BentoML's own 400 bodies are rewritten; the mounted apps already answer in shape
+        await self.app(scope, replay, _ErrorShape(send) if path in API_ROUTES else send)
 
     def _check(self, body: bytes) -> dict[str, Any] | None:
         if not body.strip():
@@ -213,6 +299,8 @@ class RequestGuard:
             else:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body") and start.get("status") == 200:
+                    from serving.openapi import patch_openapi
+
                     spec = patch_openapi(json.loads(b"".join(chunks)))
                     await _json(send, 200, spec)
                 elif not message.get("more_body"):
@@ -271,54 +359,3 @@ def _as_error_body(raw: bytes) -> dict[str, Any]:
                 )
     message = str(doc.get("error", "invalid request"))
     return {"error": message, "detail": items or error(message)["detail"]}
-
-
-def _nullable_defaults(node: Any) -> None:
-    """OpenAPI 3.0 needs ``nullable: true`` where pydantic's ``X | None = None`` lost it."""
-    if isinstance(node, dict):
-        if (
-            "default" in node
-            and node["default"] is None
-            and ("type" in node or "$ref" in node or "allOf" in node)
-        ):
-            node["nullable"] = True
-            if "$ref" in node:  # siblings of $ref are ignored in 3.0: wrap it
-                node["allOf"] = [{"$ref": node.pop("$ref")}]
-        for value in node.values():
-            _nullable_defaults(value)
-    elif isinstance(node, list):
-        for value in node:
-            _nullable_defaults(value)
-
-
-def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
-    """Document ``ErrorBody`` for every client error the API routes can return."""
-    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    body_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, sub in body_schema.pop("$defs", {}).items():
-        schemas[name] = sub
-    schemas["ErrorBody"] = body_schema
-    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-    texts = {
-        "400": "malformed request (not JSON, NaN/Infinity, too deep, wrong shape)",
-        "401": "bearer token required",
-        "403": "bearer token not valid",
-        "413": "request body too large",
-        "415": "Content-Type is not application/json",
-        "422": "the record breaks the data contract (field, value, rule named)",
-    }
-    for schema in schemas.values():
-        _nullable_defaults(schema)
-    for path, item in spec.get("paths", {}).items():
-        for method in item.values():
-            if not isinstance(method, dict) or "responses" not in method:
-                continue
-            if path in API_ROUTES or path == "/model":
-                for code, text in texts.items():
-                    method["responses"][code] = {"description": text, "content": ref}
-            if path == "/report":  # the page, not BentoML's default text/plain
-                method["responses"]["200"] = {
-                    "description": "the one-page report: self-contained HTML",
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-    return spec

@@ -188,16 +188,11 @@ def risk_scale(p: float, bands: dict[str, float], base_rate: float | None) -> di
     }
 
 
-def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]:
-    """Geometry of the contribution chart, on the calibrated log-odds scale, labelled in %.
-
-    Rows run from the average patient (the base value) to this patient; each bar starts
-    where the previous ended, so the last one ends at logit(probability) exactly.
-    """
-    contributions = explanation["contributions"]
-    shown = [c for c in contributions if c["contribution"] != 0][:WATERFALL_ROWS]
-    rest = contributions[len(shown) :]
-    rows = [
+def main_factors(explanation: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    """The ``top`` largest non-zero contributions in plain words ("D-dimer: 3.2 mg/L FEU"),
+    as the report's waterfall, the FHIR RiskAssessment and the CDS Hooks card show them."""
+    shown = [c for c in explanation["contributions"] if c["contribution"] != 0][:top]
+    return [
         {
             "text": f"{_feature_label(c['feature'])}: {c['value'] or 'not given'}",
             "delta": c["contribution"],
@@ -205,6 +200,17 @@ def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]
         }
         for c in shown
     ]
+
+
+def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]:
+    """Geometry of the contribution chart, on the calibrated log-odds scale, labelled in %.
+
+    Rows run from the average patient (the base value) to this patient; each bar starts
+    where the previous ended, so the last one ends at logit(probability) exactly.
+    """
+    contributions = explanation["contributions"]
+    rows = main_factors(explanation, WATERFALL_ROWS)
+    rest = contributions[len(rows) :]
     other = sum(c["contribution"] for c in rest)
     if rest and other != 0:
         rows.append(

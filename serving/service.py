@@ -31,6 +31,10 @@ from features.spec import spec_table
 from models.artifact import PERiskModel
 from models.settings import get_settings
 from serving.audit import AuditLog, input_hash
+from serving.fhir import validate_bundle
+from serving.fhir_map import load_table
+from serving.interop import cds_app, fhir_app, report_link_app
+from serving.links import ReportLinks, link_key
 from serving.middleware import BearerAuth, RequestGuard, dumps
 from serving.predict import model_block, predict_records
 from serving.report import report_html
@@ -58,6 +62,9 @@ model_app = Starlette(routes=[Route("/", _model_json, methods=["GET"])])
 
 
 @bentoml.asgi_app(model_app, path="/model")
+@bentoml.asgi_app(fhir_app, path="/fhir")
+@bentoml.asgi_app(cds_app, path="/cds-services")
+@bentoml.asgi_app(report_link_app, path="/report-link")
 @bentoml.service(
     name="pe_risk",
     workers=get_settings().workers,  # one process per core: the GIL caps a worker at one
@@ -76,8 +83,11 @@ class PERisk:
         self.version = str(
             self.bento_model.info.labels.get("version", self.bento_model.tag.version)
         )
-        settings = get_settings()
+        self.settings = settings = get_settings()
         self.audit = AuditLog(settings.log_dir / "audit.jsonl")
+        self.table = load_table(settings.fhir_map)  # a bad hospital row stops start-up, named
+        self.links = ReportLinks(link_key(settings), settings.link_ttl_s)
+        validate_bundle({"resourceType": "Bundle", "type": "collection"})  # FHIR models built now
         gc.freeze()  # start-up objects leave the collector's view: batches make many objects
 
     def model_card(self) -> dict[str, Any]:
@@ -109,6 +119,12 @@ class PERisk:
         request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
         ctx.response.headers["x-request-id"] = request_id
         ctx.response.headers["x-model-version"] = self.version
+        self.record_audit(request_id, endpoint, rows, t0)
+
+    def record_audit(
+        self, request_id: str, endpoint: str, rows: list[dict[str, Any]], t0: float
+    ) -> None:
+        """One audit line per answered record (no identifiers; see ``serving.audit``)."""
         ms = round((time.perf_counter() - t0) * 1000, 3)
         self.audit.write(
             [

@@ -291,6 +291,58 @@ def report(
     typer.echo(f"wrote {out} (model version {version})")
 
 
+def fhir_map(
+    bundle: Annotated[
+        Path, typer.Argument(help="A FHIR R4 Bundle, JSON ('-' for standard input).")
+    ],
+    index_date: Annotated[
+        str | None, typer.Option(help="The assessment date, YYYY-MM-DD (default today).")
+    ] = None,
+    extra_map: Annotated[
+        Path | None,
+        typer.Option("--map", help="Extra mapping rows (CSV, serving/fhir_map.csv columns)."),
+    ] = None,
+) -> None:
+    """Show the record(s) a FHIR bundle maps to, and every issue, as POST /fhir/risk-assessment
+    sees them (exit 1 if a patient's record is incomplete, 2 if the bundle or table is bad)."""
+    import json
+    from datetime import date
+
+    from features.records import RecordError, parse_record
+    from serving.fhir import BundleError, validate_bundle
+    from serving.fhir_answer import operation_outcome, record_issues
+    from serving.fhir_map import MapTableError, load_table
+    from serving.fhir_record import map_bundle
+
+    text = sys.stdin.read() if str(bundle) == "-" else bundle.read_text(encoding="utf-8")
+    try:
+        table = load_table(extra_map.resolve() if extra_map else None)
+        doc = json.loads(text)
+        validate_bundle(doc)
+        day = date.fromisoformat(index_date) if index_date else date.today()
+    except (MapTableError, json.JSONDecodeError, ValueError) as exc:
+        issues = exc.issues if isinstance(exc, BundleError) else None
+        for line in [i.diagnostics for i in issues] if issues else [str(exc)]:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from None
+    patients, loose = map_bundle(doc, table, day)
+    for p in patients:
+        if p.ok:
+            try:
+                parse_record(p.record)
+            except RecordError as err:
+                p.issues.extend(record_issues(p, err))
+    issues = loose + [i for p in patients for i in p.issues]
+    out = {
+        "index_date": day.isoformat(),
+        "records": [{"patient": p.patient.ref, "ok": p.ok, "record": p.record} for p in patients],
+        "outcome": operation_outcome(issues),
+    }
+    typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    if not patients or not all(p.ok for p in patients):
+        raise typer.Exit(1)
+
+
 def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.", envvar="PORT")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -344,6 +396,7 @@ def register_commands(app: typer.Typer) -> None:
     app.command()(promote)
     app.command("import-model")(import_model)
     app.command()(report)
+    app.command("fhir-map")(fhir_map)
     app.command()(serve)
 
 

@@ -40,11 +40,25 @@ def _served_env(served_state: Settings, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("BENTOML_HOME", str(served_state.bentoml_home))
 
 
+FHIR_TOKEN = "smart-access-token"
+
+
 @pytest.fixture(scope="session")
-def client(served_state: Settings):
+def fhir_server():
+    """A FHIR server over real HTTP that the CDS Hooks service may fetch from."""
+    from tests.fhir_server import FhirServer
+
+    server = FhirServer(FHIR_TOKEN)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def client(served_state: Settings, fhir_server):
     """The one in-process app of the session (a second to_asgi() clashes in prometheus)."""
     os.environ["PE_RISK_API_TOKEN"] = TOKEN
     os.environ["PE_RISK_STATE_DIR"] = str(served_state.state_dir)
+    os.environ["PE_RISK_FHIR_SERVERS"] = fhir_server.url
     from starlette.testclient import TestClient
 
     from serving.service import PERisk
@@ -52,6 +66,7 @@ def client(served_state: Settings):
     with TestClient(app=PERisk.to_asgi(), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         yield c
     os.environ.pop("PE_RISK_API_TOKEN", None)
+    os.environ.pop("PE_RISK_FHIR_SERVERS", None)
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,47 @@ def test_real_server_predicts_and_exposes_metrics(server) -> None:
     assert "<svg" in page.text and "SYNTHETIC" in page.text
 
 
+def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
+    from tests import bundles as b
+
+    url, _ = server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    doc = b.bundle(b.typical_patient("srv-1"))
+    r = httpx.post(
+        f"{url}/fhir/risk-assessment?index_date=2026-11-24",
+        json=doc,
+        headers={**auth, "content-type": "application/fhir+json"},
+    )
+    assert r.status_code == 200 and r.json()["resourceType"] == "RiskAssessment"
+    probability = r.json()["prediction"][0]["probabilityDecimal"]
+    discovery = httpx.get(f"{url}/cds-services", headers=auth).json()
+    assert {s["id"] for s in discovery["services"]} == {"pe-risk", "pe-risk-ctpa"}
+    resources = b.typical_patient("srv-1")
+    prefetch = {
+        "patient": resources[0],
+        "conditions": b.bundle(
+            [x for x in resources if x["resourceType"] == "Condition"], "searchset"
+        ),
+        "observations": b.bundle(
+            [x for x in resources if x["resourceType"] == "Observation"], "searchset"
+        ),
+        "medicationRequests": None,
+        "medicationStatements": None,
+        "procedures": None,
+    }
+    call = {
+        "hook": "patient-view",
+        "hookInstance": "0c7b0a9e-6a38-4c2a-9d53-6d7c6d2d3a11",
+        "context": {"userId": "Practitioner/1", "patientId": "srv-1"},
+        "prefetch": prefetch,
+    }
+    cards = httpx.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"]
+    assert len(cards) == 1 and cards[0]["summary"].startswith("PE risk")
+    page = httpx.get(cards[0]["links"][0]["url"])  # a browser: no API token, the link is its own
+    assert page.status_code == 200 and "SYNTHETIC" in page.text
+    assert 0 < probability < 1
+
+
 def test_identifiers_never_reach_the_server_log(server) -> None:
     url, log_path = server
     httpx.post(

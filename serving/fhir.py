@@ -1,0 +1,196 @@
+"""FHIR R4 bundles: validation, the resources and references of a bundle, and issues.
+
+``validate_bundle`` checks a body against ``fhir.resources`` R4B (structure, not
+terminology); ``BundleIndex`` resolves references the way FHIR does (``Type/id``, a full
+URL, ``#contained``); ``Issue`` is one line of the OperationOutcome that reports what a
+bundle gave and what pe-risk did not use; ``MappedPatient`` is one patient's record with
+where each field came from. ``serving.fhir_record`` does the mapping itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from pydantic import ValidationError
+
+BUNDLE_TYPES = ("collection", "searchset")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One OperationOutcome issue: what could not be used, and why."""
+
+    severity: str  # fatal | error | warning | information
+    code: str  # FHIR issue type: invalid, required, value, not-supported, informational, ...
+    diagnostics: str
+    expression: str | None = None
+
+    def as_fhir(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
+        if self.expression:
+            out["expression"] = [self.expression]
+        return out
+
+
+class BundleError(ValueError):
+    """A body that is not a usable FHIR Bundle (answered 400 with an OperationOutcome)."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = issues
+        super().__init__("; ".join(i.diagnostics for i in issues))
+
+
+@dataclass(slots=True)
+class Entry:
+    """A resource of the bundle, with the reference that names it."""
+
+    index: int
+    resource: dict[str, Any]
+    ref: str
+
+    @property
+    def type(self) -> str:
+        return self.resource.get("resourceType", "")
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}].resource"
+
+    def issue(self, severity: str, code: str, text: str) -> Issue:
+        return Issue(severity, code, f"{self.ref}: {text}", self.where)
+
+
+@dataclass(slots=True)
+class MappedPatient:
+    """One Patient of the bundle as a raw record, with where each field came from."""
+
+    patient: Entry
+    record: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(i.severity in ("error", "fatal") for i in self.issues)
+
+    @property
+    def basis(self) -> list[str]:
+        """The references of every resource the record was built from, Patient first."""
+        seen = {self.patient.ref: None}
+        for refs in self.sources.values():
+            seen.update(dict.fromkeys(refs))
+        return list(seen)
+
+
+def validate_bundle(doc: Any) -> None:
+    """Check ``doc`` is an R4 Bundle of an accepted type (``fhir.resources`` R4B).
+
+    Raises
+    ------
+    BundleError
+        Naming each structural problem with its FHIRPath-style location.
+    """
+    from fhir.resources.R4B.bundle import Bundle  # 1 s to import: only where bundles arrive
+
+    if not isinstance(doc, Mapping) or doc.get("resourceType") != "Bundle":
+        got = doc.get("resourceType") if isinstance(doc, Mapping) else type(doc).__name__
+        raise BundleError(
+            [
+                Issue(
+                    "error",
+                    "invalid",
+                    f"send a FHIR Bundle ({' or '.join(BUNDLE_TYPES)}), not {got!r}",
+                )
+            ]
+        )
+    try:
+        Bundle.model_validate(doc)
+    except ValidationError as exc:
+        raise BundleError([_pydantic_issue(e) for e in exc.errors()[:20]]) from None
+    if doc.get("type") not in BUNDLE_TYPES:
+        raise BundleError(
+            [
+                Issue(
+                    "error",
+                    "value",
+                    f"Bundle.type {doc.get('type')!r} is not accepted; "
+                    f"send {' or '.join(BUNDLE_TYPES)}",
+                    "Bundle.type",
+                )
+            ]
+        )
+
+
+def _pydantic_issue(err: Mapping[str, Any]) -> Issue:
+    path = "Bundle"
+    for part in err.get("loc", ()):
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    value = err.get("input")
+    shown = repr(value)[:60] if not isinstance(value, dict | list) else type(value).__name__
+    return Issue("error", "structure", f"{path}: {err.get('msg', 'invalid')} (got {shown})", path)
+
+
+def fhir_date(text: Any) -> date | None:
+    """The calendar date of a FHIR date/dateTime/instant (a partial date → its first day)."""
+    if not isinstance(text, str) or len(text) < 4:
+        return None
+    try:
+        return date(int(text[:4]), int(text[5:7] or 1), int(text[8:10] or 1))
+    except ValueError:
+        return None
+
+
+def codings(concept: Any) -> list[dict[str, Any]]:
+    """The codings of a CodeableConcept (none for anything else)."""
+    return list(concept.get("coding") or []) if isinstance(concept, Mapping) else []
+
+
+def describe(concept: Any) -> str:
+    """A CodeableConcept as issues quote it: ``system|code 'display'``."""
+    found = codings(concept)
+    if not found:
+        return repr(concept.get("text", "no code")) if isinstance(concept, Mapping) else "no code"
+    return ", ".join(
+        f"{c.get('system', '?')}|{c.get('code', '?')}"
+        + (f" {c['display']!r}" if c.get("display") else "")
+        for c in found
+    )
+
+
+class BundleIndex:
+    """The bundle's entries, with references resolved the way FHIR resolves them."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.entries: list[Entry] = []
+        self.by_ref: dict[str, Entry] = {}
+        for i, e in enumerate(doc.get("entry") or []):
+            res = e.get("resource")
+            if not isinstance(res, dict):
+                continue
+            rtype, rid, full = res.get("resourceType"), res.get("id"), e.get("fullUrl")
+            entry = Entry(i, res, f"{rtype}/{rid}" if rid else full or f"{rtype} entry {i}")
+            self.entries.append(entry)
+            for key in (f"{rtype}/{rid}" if rid else None, full):
+                if key:
+                    self.by_ref[key] = entry
+
+    def resolve(self, reference: Any, holder: Entry | None = None) -> Entry | None:
+        ref = reference.get("reference") if isinstance(reference, Mapping) else None
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("#") and holder is not None:  # a contained resource
+            for res in holder.resource.get("contained") or []:
+                if res.get("id") == ref[1:]:
+                    return Entry(holder.index, res, f"{holder.ref}{ref}")
+            return None
+        found = self.by_ref.get(ref)
+        if found is None and "/" in ref:  # an absolute URL naming Type/id
+            found = self.by_ref.get("/".join(ref.rstrip("/").split("/")[-2:]))
+        return found

@@ -1,0 +1,160 @@
+"""The answer as FHIR R4 resources: RiskAssessment for a patient, OperationOutcome for issues.
+
+Both are plain dicts shaped to ``fhir.resources`` R4B (the tests validate them with it):
+the hot path does not build pydantic models it would only serialise again.
+
+- ``RiskAssessment.prediction[0]``: outcome pulmonary embolism (SNOMED CT 59282003),
+  ``probabilityDecimal`` (the calibrated probability ``/predict`` returns),
+  ``qualitativeRisk`` from the model's risk bands (HL7 risk-probability codes), and
+  ``whenRange`` 0 to the horizon in days.
+- ``method`` names the model and its version; ``basis`` references every resource the
+  record was built from; ``note`` gives the main contributors (exact SHAP, log-odds), the
+  guideline flags and the model's notice (SYNTHETIC training data when so).
+- What the mapping did not use travels with it: a contained OperationOutcome, referenced
+  from the ``mapping-outcome`` extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from features.records import RecordError, parse_record
+from models.artifact import PERiskModel
+from serving.fhir import Issue, MappedPatient
+from serving.predict import predict_records
+from serving.report import main_factors, percent
+
+CANONICAL = "https://pe-risk.example/fhir"  # placeholder canonical base of pe-risk's own codes
+MAPPING_OUTCOME = f"{CANONICAL}/StructureDefinition/mapping-outcome"
+PE_OUTCOME = {
+    "coding": [
+        {"system": "http://snomed.info/sct", "code": "59282003", "display": "Pulmonary embolism"}
+    ]
+}
+RISK_CODE = {"low": "low", "intermediate": "moderate", "high": "high"}
+RISK_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
+FACTORS = 5
+
+
+def operation_outcome(issues: Iterable[Issue], *, ok_text: str = "") -> dict[str, Any]:
+    """An OperationOutcome of ``issues`` (one informational issue when there are none)."""
+    items = [i.as_fhir() for i in issues]
+    if not items:
+        items = [Issue("information", "informational", ok_text or "all resources used").as_fhir()]
+    return {"resourceType": "OperationOutcome", "issue": items}
+
+
+def record_issues(mapped: MappedPatient, err: RecordError) -> list[Issue]:
+    """The record validator's problems, each pointing at the resource the value came from."""
+    out = []
+    for i in err.issues:
+        refs = mapped.sources.get(i.field) or [mapped.patient.ref]
+        out.append(
+            Issue("error", "value", f"{', '.join(refs)}: {i.message}", f"{i.field} ({i.rule})")
+        )
+    return out
+
+
+def contributors_text(answer: dict[str, Any], top: int = FACTORS) -> list[str]:
+    """The main factors as short lines: "D-dimer: 3.2 mg/L FEU (raises, +0.84)"."""
+    return [
+        f"{f['text']} ({f['direction']}, {f['delta']:+.2f})"
+        for f in main_factors(answer["explanation"], top)
+    ]
+
+
+def risk_assessment(
+    mapped: MappedPatient,
+    answer: dict[str, Any],
+    index_date: date,
+    *,
+    issues: list[Issue],
+    report_url: str | None = None,
+) -> dict[str, Any]:
+    """The FHIR R4 RiskAssessment for one patient's answer (``serving.predict``); ``issues``
+    (what the mapping did not use) travel in a contained OperationOutcome."""
+    model = answer["model"]
+    category = answer["risk_category"]
+    notes = [
+        "Main contributors (exact SHAP, calibrated log-odds): "
+        + "; ".join(contributors_text(answer)),
+        f"Model: {model['name']} {model['version']}, trained on {model['trained_on']}. "
+        + model["notice"],
+    ]
+    notes += [f"{f['severity']}: {f['text']} ({f['source']})" for f in answer["recommendations"]]
+    if report_url:
+        notes.append(f"One-page report: {report_url}")
+    out: dict[str, Any] = {
+        "resourceType": "RiskAssessment",
+        "status": "final",
+        "subject": {"reference": mapped.patient.ref},
+        "occurrenceDateTime": index_date.isoformat(),
+        "method": {
+            "coding": [
+                {
+                    "system": f"{CANONICAL}/CodeSystem/model",
+                    "code": model["name"],
+                    "version": str(model["version"]),
+                    "display": f"{model['name']} version {model['version']}",
+                }
+            ],
+            "text": f"{model['name']} version {model['version']}: calibrated gradient boosting "
+            f"({model['calibration']}) with exact TreeSHAP; trained on {model['trained_on']}",
+        },
+        "basis": [{"reference": ref} for ref in mapped.basis],
+        "prediction": [
+            {
+                "outcome": {**PE_OUTCOME, "text": "Pulmonary embolism"},
+                "probabilityDecimal": answer["probability"],
+                "qualitativeRisk": {
+                    "coding": [{"system": RISK_SYSTEM, "code": RISK_CODE[category]}],
+                    "text": category,
+                },
+                "whenRange": {
+                    "low": _days(0),
+                    "high": _days(answer["horizon_days"]),
+                },
+                "rationale": f"{percent(answer['probability'])} within "
+                f"{answer['horizon_days']} days ({category} risk)",
+            }
+        ],
+        "note": [{"text": n} for n in notes],
+    }
+    if issues:
+        out["contained"] = [{**operation_outcome(issues), "id": "mapping"}]
+        out["extension"] = [{"url": MAPPING_OUTCOME, "valueReference": {"reference": "#mapping"}}]
+    return out
+
+
+@dataclass(slots=True)
+class Assessment:
+    """One patient of a bundle: the mapping, and the answer when the record was valid."""
+
+    mapped: MappedPatient
+    record: Any = None
+    answer: dict[str, Any] | None = None
+
+
+def assess(model: PERiskModel, version: str, patients: list[MappedPatient]) -> list[Assessment]:
+    """Validate each mapped record (its problems become issues naming the resource) and
+    answer the valid ones in one vectorised call, exactly as ``/predict`` answers them."""
+    out = [Assessment(m) for m in patients]
+    for a in out:
+        if a.mapped.ok:
+            try:
+                a.record = parse_record(a.mapped.record)
+            except RecordError as err:
+                a.mapped.issues.extend(record_issues(a.mapped, err))
+    valid = [a for a in out if a.record is not None]
+    if valid:
+        answers = predict_records(model, version, [a.record for a in valid])
+        for a, answer in zip(valid, answers, strict=True):
+            a.answer = answer
+    return out
+
+
+def _days(n: int) -> dict[str, Any]:
+    return {"value": n, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}
