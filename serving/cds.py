@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.fhir import codings, validate_bundle
 from serving.fhir_answer import contributors_text
 from serving.fhir_map import MapTable
 from serving.report import percent
@@ -111,24 +112,26 @@ def discovery(table: MapTable) -> dict[str, Any]:
     }
 
 
-def _resources(value: Any) -> list[dict[str, Any]] | None:
+def _resources(key: str, value: Any) -> list[dict[str, Any]] | None:
     """A prefetch value as resources: a Bundle's entries, one resource, or None for an
-    OperationOutcome (the client could not get the data)."""
+    OperationOutcome (the client could not get the data). The resources themselves are
+    validated with the assembled bundle."""
     if value is None:
         return []
     if not isinstance(value, Mapping):
-        raise ValueError(f"a prefetch value must be a FHIR resource or null, not {value!r:.60}")
+        raise ValueError(f"prefetch.{key} must be a FHIR resource or null, not {value!r:.60}")
     if value.get("resourceType") == "OperationOutcome":
         return None
-    if value.get("resourceType") == "Bundle":
-        return [
-            e["resource"]
-            for e in value.get("entry") or []
-            if isinstance(e, Mapping)
-            and isinstance(e.get("resource"), dict)
-            and (e.get("search") or {}).get("mode", "match") != "outcome"
-        ]
-    return [dict(value)]
+    if value.get("resourceType") != "Bundle":
+        return [dict(value)]
+    out = []
+    for e in value.get("entry") or []:
+        if not isinstance(e, Mapping) or not isinstance(e.get("resource"), dict):
+            raise ValueError(f"prefetch.{key}: every Bundle entry needs a resource")
+        search = e.get("search")
+        if not (isinstance(search, Mapping) and search.get("mode") == "outcome"):
+            out.append(e["resource"])
+    return out
 
 
 Fetcher = Callable[[str, str | None], dict[str, Any]]
@@ -148,7 +151,7 @@ def gather(
     resources: list[dict[str, Any]] = []
     missing, fetch_needed = [], []
     for key, template in templates.items():
-        got = _resources(given[key]) if key in given else None
+        got = _resources(key, given[key]) if key in given else None
         if got is None:
             fetch_needed.append((key, template.replace("{{context.patientId}}", quote(pid))))
         else:
@@ -162,7 +165,7 @@ def gather(
         for key, query in fetch_needed:
             if allowed:
                 try:
-                    got = _resources(fetch(f"{server}/{query}", token))
+                    got = _resources(key, fetch(f"{server}/{query}", token))
                 except (OSError, ValueError) as exc:
                     got, why = None, f"{server} answered {exc}"
             else:
@@ -188,18 +191,27 @@ def _full_url(resource: Mapping[str, Any]) -> str:
 
 
 def ctpa_selected(call: HookRequest, table: MapTable) -> bool:
-    """True when a selected draft order is a CT pulmonary angiogram (ServiceRequest rows)."""
-    selections = set(call.context.get("selections") or [])
-    drafts = call.context.get("draftOrders") or {}
-    for e in drafts.get("entry") or [] if isinstance(drafts, Mapping) else []:
-        res = e.get("resource") or {} if isinstance(e, Mapping) else {}
+    """True when a selected draft order is a CT pulmonary angiogram (ServiceRequest rows).
+
+    Raises
+    ------
+    ValueError
+        When ``selections`` or ``draftOrders`` are not what order-select sends.
+    """
+    selections = call.context.get("selections") or []
+    drafts = call.context.get("draftOrders")
+    if not isinstance(selections, list) or not all(isinstance(x, str) for x in selections):
+        raise ValueError("context.selections must list references such as 'ServiceRequest/1'")
+    if not isinstance(drafts, Mapping):
+        raise ValueError("context.draftOrders must be a FHIR Bundle of the draft orders")
+    validate_bundle(drafts)  # a BundleError (a ValueError) names what is wrong
+    for e in drafts.get("entry") or []:
+        res = e.get("resource") or {}
         if f"{res.get('resourceType')}/{res.get('id')}" not in selections:
             continue
-        for c in (res.get("code") or {}).get("coding") or []:
-            if any(
-                r.field == "suspected_pe"
-                for r in table.lookup("ServiceRequest", c.get("system"), c.get("code"))
-            ):
+        for c in codings(res.get("code")):
+            rows = table.lookup("ServiceRequest", c.get("system"), c.get("code"))
+            if any(r.field == "suspected_pe" for r in rows):
                 return True
     return False
 

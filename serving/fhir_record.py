@@ -236,7 +236,9 @@ class _Collector:
             else:
                 self._offer(
                     row,
-                    int(number) if kind is Kind.INTEGER and float(number).is_integer() else number,
+                    int(number)
+                    if kind is Kind.INTEGER and isinstance(number, float) and number.is_integer()
+                    else number,
                     when,
                     entry,
                 )

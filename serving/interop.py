@@ -17,6 +17,7 @@ parse → map (``serving.fhir``) → assess (``serving.fhir_answer``, the same p
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -67,6 +68,14 @@ def _fhir(body: dict[str, Any], status: int = 200) -> Response:
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json")
+
+
+def _loads(body: bytes) -> Any:
+    """JSON the guard accepted; integers beyond 64 bits (valid JSON) need the stdlib."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _outcome(status: int, issues: list[Issue]) -> Response:
@@ -171,7 +180,7 @@ def _fhir_assess(svc: Any, doc: Any, request: Request) -> tuple[Response, list[A
 
 async def fhir_risk_assessment(request: Request) -> Response:
     svc, t0 = _service(), time.perf_counter()
-    doc = orjson.loads(await request.body())  # RequestGuard has checked it is a JSON object
+    doc = _loads(await request.body())  # RequestGuard has checked it is a JSON object
     try:
         response, assessed = await run_in_threadpool(_fhir_assess, svc, doc, request)
     except BundleError as err:
@@ -296,7 +305,7 @@ async def cds_feedback(request: Request) -> Response:
     service_id = request.path_params["service_id"]
     if service_id not in HOOKS:
         return _json(error(f"no CDS service {service_id!r}", "id", service_id, "not_found"), 404)
-    doc = orjson.loads(await request.body())
+    doc = _loads(await request.body())
     items = doc.get("feedback")
     if not isinstance(items, list) or not all(
         isinstance(i, dict) and i.get("card") and i.get("outcome") in ("accepted", "overridden")

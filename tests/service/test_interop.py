@@ -149,6 +149,14 @@ def test_a_bundle_that_cannot_give_a_valid_record_gets_422_naming_the_resource(c
     assert r.status_code == 422 and "no lung cancer Condition" in r.text
 
 
+def test_a_bundle_with_an_integer_beyond_64_bits_is_answered_not_crashed(client):
+    resources = b.typical_patient()
+    raw = json.dumps(b.bundle(resources)).replace('"value": 412', '"value": ' + "9" * 30)
+    r = client.post(URL, content=raw, headers=FHIR)
+    assert r.status_code == 422  # platelets out of range, named
+    assert "platelets" in r.text and r.json()["resourceType"] == "OperationOutcome"
+
+
 def test_fhir_errors_with_auth_are_operation_outcomes_too(client):
     r = client.post(URL, content=b"{}", headers={**FHIR, "Authorization": ""})
     assert r.status_code == 401
@@ -295,6 +303,43 @@ def test_order_select_answers_for_a_ctpa_order_as_suspected_pe(client):
         ("/cds-services/pe-risk", hook_call("x", {}, hook="order-select"), 400),
         ("/cds-services/pe-risk", {**hook_call("x", {}), "context": {"userId": "u"}}, 400),
         ("/cds-services/pe-risk", hook_call("x", {"patient": "not a resource"}), 400),
+        (
+            "/cds-services/pe-risk",
+            hook_call("x", {"conditions": {"resourceType": "Bundle", "entry": ["x"]}}),
+            400,
+        ),
+        (
+            "/cds-services/pe-risk",
+            hook_call(
+                "x",
+                {
+                    "patient": {"resourceType": "Patient", "id": "x", "gender": 3},
+                    "conditions": None,
+                    "observations": None,
+                },
+            ),
+            400,
+        ),
+        (
+            "/cds-services/pe-risk-ctpa",
+            hook_call("x", {}, hook="order-select", selections=[{}]),
+            400,
+        ),
+        (
+            "/cds-services/pe-risk-ctpa",
+            hook_call(
+                "x",
+                {},
+                hook="order-select",
+                selections=["ServiceRequest/1"],
+                draftOrders={
+                    "resourceType": "Bundle",
+                    "type": "collection",
+                    "entry": [{"resource": "x"}],
+                },
+            ),
+            400,
+        ),
     ],
 )
 def test_bad_cds_calls_are_4xx(client, path, body, status):

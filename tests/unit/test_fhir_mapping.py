@@ -6,6 +6,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.records import parse_record
 from serving.fhir import BundleError, validate_bundle
@@ -306,3 +308,15 @@ def test_the_fhir_map_command_shows_records_and_issues(tmp_path: Path):
     bad_map.write_text("resource,system\n")
     res = CliRunner().invoke(app, ["fhir-map", str(path), "--map", str(bad_map)])
     assert res.exit_code == 2 and "the header must be" in res.output
+
+
+TYPICAL = b.typical_patient()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.permutations(range(len(TYPICAL))))
+def test_the_record_does_not_depend_on_the_order_of_entries(order):
+    p, _ = only([TYPICAL[i] for i in order])
+    reference, _ = only(TYPICAL)
+    assert p.record == reference.record
+    assert sorted(p.basis) == sorted(reference.basis)
