@@ -29,7 +29,7 @@ def record_columns(records: Sequence[Any]) -> dict[str, np.ndarray]:
         if f.name in _TEXTUAL:
             out[f.name] = np.array(values, dtype=object)
         else:
-            out[f.name] = np.array([np.nan if v is None else float(v) for v in values])
+            out[f.name] = np.array(values, dtype=np.float64)  # None → NaN, bool → 0/1
     return out
 
 

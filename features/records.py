@@ -285,19 +285,37 @@ class _RecordBase(BaseModel):
 
     def given_all(self, names: Sequence[str | None]) -> list[str | None]:
         """``given`` for many fields at once (None for a None name): one answer per feature."""
-        given, values, out = self._given, self.__dict__, []
+        return [col[0] for col in self.given_columns([self], names)]
+
+    @staticmethod
+    def given_columns(
+        records: Sequence[_RecordBase], names: Sequence[str | None]
+    ) -> list[list[str | None]]:
+        """``given_all`` for many records at once, one list per name (the batch path's
+        form: a field's values are formatted in one pass, and shared by its one-hots)."""
+        dicts = [r.__dict__ for r in records]
+        given = [r._given for r in records]
+        with_units = set().union(*given)
+        done: dict[str, list[str | None]] = {}
+        out: list[list[str | None]] = []
         for name in names:
-            value = None if name is None else values[name]
-            if value is None:
-                out.append(None)
-            elif name in given:
-                out.append(given[name])
-            elif isinstance(value, bool):
-                out.append("yes" if value else "no")
-            elif isinstance(value, int | float):
-                out.append(f"{value:g} {BY_NAME[name].unit}".strip())
-            else:
-                out.append(str(value))
+            if name is None:
+                out.append([None] * len(dicts))
+                continue
+            if name not in done:
+                values = [d[name] for d in dicts]
+                spec = BY_NAME[name]
+                if spec.kind is Kind.BOOLEAN:
+                    col = [None if v is None else "yes" if v else "no" for v in values]
+                elif spec.kind in (Kind.NUMBER, Kind.INTEGER, Kind.LAB):
+                    unit = f" {spec.unit}" if spec.unit else ""
+                    col = [None if v is None else f"{v:g}{unit}" for v in values]
+                else:
+                    col = [None if v is None else str(v) for v in values]
+                if name in with_units:
+                    col = [g.get(name, c) for g, c in zip(given, col, strict=True)]
+                done[name] = col
+            out.append(done[name])
         return out
 
     def present(self) -> dict[str, Any]:
@@ -313,17 +331,21 @@ PatientRecord: type[_RecordBase] = create_model(  # type: ignore[call-overload]
 )
 
 
+_ORDER = {f.name: k for k, f in enumerate(FIELDS)}
+
+
 def _given_and_warnings(
     record: _RecordBase, raw: Mapping[str, Any]
 ) -> tuple[dict[str, str], list[RecordWarning]]:
     given: dict[str, str] = {}
     warnings: list[RecordWarning] = []
-    for spec in FIELDS:
+    sent_fields = sorted(_ORDER[n] for n in raw if n in _ORDER)  # contract order, sent only
+    for spec in (FIELDS[k] for k in sent_fields):
         value = getattr(record, spec.name)
         if value is None or (spec.usual is None and spec.kind is not Kind.LAB):
             continue
         sent = raw.get(spec.name)
-        if isinstance(sent, Mapping | LabQuantity):
+        if isinstance(sent, dict | LabQuantity):  # dict first: an ABC check is slow
             q = sent if isinstance(sent, LabQuantity) else LabQuantity.model_validate(sent)
             unit = normalise_unit(q.unit)
             given[spec.name] = f"{q.value:g} {unit}"

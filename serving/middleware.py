@@ -279,10 +279,13 @@ class RequestGuard:
             return error("the request body is empty; send a JSON object")
         if _depth_exceeds(body, self.max_depth):
             return error(f"the JSON nests deeper than {self.max_depth} levels", "", None, "depth")
-        try:
-            doc = json.loads(body, parse_constant=_reject_constant)
-        except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity
-            return error(f"the body is not valid JSON: {exc}")
+        try:  # orjson is ~8× faster; it refuses NaN and integers beyond 64 bits, so the
+            doc = orjson.loads(body)  # standard library judges what it refuses
+        except orjson.JSONDecodeError:
+            try:
+                doc = json.loads(body, parse_constant=_reject_constant)
+            except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity
+                return error(f"the body is not valid JSON: {exc}")
         if not isinstance(doc, dict):
             return error(
                 f"the body must be a JSON object, not {type(doc).__name__}", "", None, "type"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from features.build import derive, record_columns
+from features.records import PatientRecord
 from features.scores import score_table
 from features.spec import BY_NAME, FEATURES
 from models.artifact import PERiskModel
@@ -67,13 +68,20 @@ def _contributions(
 
 
 def _shown(
-    record: Any, fields: Sequence[str | None], units: Sequence[str], x: list[float]
-) -> list[str | None]:
-    """Each feature's value as the client gave it (with its unit), else as derived."""
-    return [
-        g if g is not None else None if v != v else f"{v:g} {u}".strip()
-        for g, v, u in zip(record.given_all(fields), x, units, strict=True)
-    ]
+    records: Sequence[Any], fields: Sequence[str | None], units: Sequence[str], x: np.ndarray
+) -> list[list[str | None]]:
+    """Each row's feature values as the client gave them (with their unit), else as derived;
+    built column by column, then one list per row."""
+    cols = PatientRecord.given_columns(records, fields)
+    known = ~np.isnan(x)
+    for j, col in enumerate(cols):
+        if None in col and known[:, j].any():  # not given: the derived value, if there is one
+            unit = f" {units[j]}" if units[j] else ""
+            cols[j] = [
+                g if g is not None else None if v != v else f"{v:g}{unit}"
+                for g, v in zip(col, x[:, j].tolist(), strict=True)
+            ]
+    return [list(row) for row in zip(*cols, strict=True)]
 
 
 def _outside_training_range(x: np.ndarray, names: Sequence[str], ranges: dict) -> np.ndarray:
@@ -85,7 +93,7 @@ def _outside_training_range(x: np.ndarray, names: Sequence[str], ranges: dict) -
 
 
 def _warnings(
-    record: Any, x: np.ndarray, names: Sequence[str], ranges: dict, outside: np.ndarray
+    record: Any, x: np.ndarray, names: Sequence[str], ranges: dict, outside: list[int]
 ) -> list[dict]:
     out = [{"field": w.field, "value": w.value, "message": w.message} for w in record.warnings]
     for name in KEY_INPUTS:
@@ -98,7 +106,7 @@ def _warnings(
                     "add it if it was measured",
                 }
             )
-    for j in np.flatnonzero(outside):
+    for j in outside:
         name, v, (lo, hi) = names[j], float(x[j]), ranges[names[j]]
         out.append(
             {
@@ -127,15 +135,18 @@ def predict_records(
     derived = derive(columns, _DERIVED) if scores else {}
     table = score_table(columns) if scores else []
     ranges = model.info.get("training_ranges", {})
-    outside = _outside_training_range(x, names, ranges)
+    outside_at: list[list[int]] = [[] for _ in records]  # row → features outside the range
+    for i, j in zip(*np.nonzero(_outside_training_range(x, names, ranges)), strict=True):
+        outside_at[i].append(int(j))
     block = model_block(model, version)
     bands = {"low_below": model.bands.low_below, "high_from": model.bands.high_from}
     if expl is not None:  # lists, not arrays, in the per-row loop: float(a[i, j]) is slow
         order = np.argsort(-np.abs(expl.contributions), axis=1, kind="stable").tolist()
-        phi, base, xs = expl.contributions.tolist(), expl.base_value.tolist(), x.tolist()
+        phi, base = expl.contributions.tolist(), expl.base_value.tolist()
         sign = np.sign(expl.contributions).astype(np.int8).tolist()
         specs = [BY_NAME[n] for n in names]
         fields, units, labels = ([getattr(s, a) for s in specs] for a in ("field", "unit", "label"))
+        shown_rows = _shown(records, fields, units, x)
     out = []
     for i, (record, prob) in enumerate(zip(records, p.tolist(), strict=True)):
         category = model.category(prob)
@@ -147,7 +158,7 @@ def predict_records(
             "horizon_days": model.horizon_days,
         }
         if expl is not None:
-            shown = _shown(record, fields, units, xs[i])
+            shown = shown_rows[i]
             answer["explanation"] = {
                 "scale": expl.scale,
                 "base_value": base[i],
@@ -162,7 +173,7 @@ def predict_records(
                 suspected_pe=record.suspected_pe,
                 anticoagulated=record.anticoagulated,
             )
-        answer["warnings"] = _warnings(record, x[i], names, ranges, outside[i])
+        answer["warnings"] = _warnings(record, x[i], names, ranges, outside_at[i])
         answer["model"] = block
         out.append(answer)
     return out
