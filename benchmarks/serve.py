@@ -3,7 +3,8 @@
 Targets (issue 5, 2 cores): /predict with explanation p50 ≤ 5 ms at concurrency 1;
 ≥ 300 requests/s at concurrency 16 with zero errors; a 1,000-record batch with
 explanations ≤ 100 ms; worker memory flat (sampled after each fifth of the concurrent
-requests: the first fifth warms the workers, growth is measured after it). Start the service first (``make serve``), then
+requests: the first fifth warms the workers, growth is measured after it; then again over
+``--soak`` further requests, in steady state). Start the service first (``make serve``), then
 ``.venv/bin/python benchmarks/serve.py [--url http://127.0.0.1:3000] [--requests 10000]``.
 The in-process row calls the artefact the service loads, without HTTP.
 """
@@ -101,6 +102,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--url", default="http://127.0.0.1:3000")
     ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument(
+        "--soak",
+        type=int,
+        default=10_000,
+        help="further concurrent requests after everything else: memory in steady state",
+    )
     ap.add_argument("--token", default=os.environ.get("PE_RISK_API_TOKEN", "").split(",")[0])
     args = ap.parse_args()
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
@@ -178,6 +185,18 @@ def main() -> None:
         )
     if not rss[0]:
         print("  (no local `bentoml serve --port` process found: memory not measured)")
+    if args.soak and rss[0]:
+        soak = [worker_rss_mib(port)]
+        for _ in range(5):
+            concurrent(args.url, headers, args.soak // 5, 16)
+            soak.append(worker_rss_mib(port))
+        print(f"steady state: worker RSS (MiB) over a further {args.soak} requests:")
+        for pid in sorted(soak[0]):
+            trace = [r.get(pid, float("nan")) for r in soak]
+            print(
+                f"  pid {pid}: " + " → ".join(f"{v:.1f}" for v in trace),
+                f"({trace[-1] - trace[0]:+.1f})",
+            )
 
 
 if __name__ == "__main__":
