@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from features.records import parse_record
+from features.records import RecordError, parse_record
 from serving.audit import input_hash
 from serving.cds import (
     HOOKS,
@@ -196,14 +196,23 @@ async def cds_discovery(request: Request) -> Response:
 
 
 def _fetch(url: str, token: str | None) -> dict[str, Any]:
-    """GET one FHIR query, following a searchset's ``next`` links (at most 20 pages)."""
+    """GET one FHIR query, following a searchset's ``next`` links (at most 20 pages).
+
+    Raises
+    ------
+    OSError
+        When the server cannot be reached or does not answer 200 (the caller answers 412).
+    """
     headers = {"Accept": FHIR_JSON}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     with httpx.Client(timeout=5.0, follow_redirects=False) as client:
         doc, entries, pages = None, [], 0
         while url and pages < 20:
-            r = client.get(url, headers=headers)
+            try:
+                r = client.get(url, headers=headers)
+            except httpx.HTTPError as exc:  # refused, timed out, bad URL: the data are unobtainable
+                raise OSError(f"{type(exc).__name__}: {exc}") from None
             if r.status_code != 200:
                 raise OSError(f"HTTP {r.status_code}")
             page = r.json()
@@ -300,6 +309,13 @@ async def cds_call(request: Request) -> Response:
     return response
 
 
+def _override_code(reason: Any) -> str | None:
+    """The code of a feedback's override reason (a Coding under ``reason``), if it has one."""
+    coding = reason.get("reason") if isinstance(reason, dict) else None
+    code = coding.get("code") if isinstance(coding, dict) else None
+    return str(code)[:64] if code is not None else None
+
+
 async def cds_feedback(request: Request) -> Response:
     svc, t0 = _service(), time.perf_counter()
     service_id = request.path_params["service_id"]
@@ -325,7 +341,7 @@ async def cds_feedback(request: Request) -> Response:
             "status": 200,
             "card": str(i["card"])[:64],
             "outcome": i["outcome"],
-            "override_reason": ((i.get("overrideReason") or {}).get("reason") or {}).get("code"),
+            "override_reason": _override_code(i.get("overrideReason")),
         }
         for i in items
     ]
@@ -341,11 +357,11 @@ async def report_link(request: Request) -> Response:
     svc, t0 = _service(), time.perf_counter()
     try:
         record = parse_record(svc.links.open(request.path_params["token"]))
-    except LinkError as err:
-        status = 410 if err.expired else 404
+    except (LinkError, RecordError) as err:  # a record that no longer validates: not a link
+        status = 410 if isinstance(err, LinkError) and err.expired else 404
         text = (
             "This report link has expired. Open the patient in the EHR again for a new one."
-            if err.expired
+            if status == 410
             else "This is not a valid pe-risk report link."
         )
         return HTMLResponse(_PAGE.format(text), status_code=status)

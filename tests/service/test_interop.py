@@ -261,6 +261,13 @@ def test_missing_prefetch_is_fetched_from_an_allowed_fhir_server_page_by_page(cl
     assert client.post("/cds-services/pe-risk", json=call).status_code == 412
 
 
+def test_an_unreachable_fhir_server_is_unobtainable_data_not_a_crash():
+    from serving.interop import _fetch
+
+    with pytest.raises(OSError, match="ConnectError"):
+        _fetch("http://127.0.0.1:9/fhir/Patient/x", "token")  # discard port: refused
+
+
 def test_no_lung_cancer_means_no_card_and_no_stage_an_info_card(client):
     resources = [x for x in b.typical_patient("cds-4") if x.get("resourceType") != "Condition"]
     r = client.post("/cds-services/pe-risk", json=hook_call("cds-4", prefetch_of(resources)))
@@ -366,6 +373,8 @@ def test_feedback_is_audited_without_identifiers(client, audit_path):
     assert line["override_reason"] == "not-relevant"
     bad = client.post("/cds-services/pe-risk/feedback", json={"feedback": [{"card": card}]})
     assert bad.status_code == 400
+    odd = {"feedback": [{"card": card, "outcome": "overridden", "overrideReason": "busy"}]}
+    assert client.post("/cds-services/pe-risk/feedback", json=odd).status_code == 200
 
 
 def test_a_forged_or_expired_report_link_does_not_open(client, served_state):
