@@ -83,6 +83,34 @@ def concurrent(url: str, headers: dict, n: int, workers: int) -> tuple[list[floa
     return lat, errors, n / (time.perf_counter() - t0)
 
 
+def in_fifths(
+    url: str, headers: dict, n: int, port: int
+) -> tuple[list[float], int, float, list[dict[int, float]]]:
+    """``n`` requests at concurrency 16 in five rounds; worker RSS sampled before and after
+    each. Returns latencies, errors, seconds spent and the RSS samples."""
+    rss = [worker_rss_mib(port)]
+    lat: list[float] = []
+    errors, seconds = 0, 0.0
+    for _ in range(5):
+        t0 = time.perf_counter()
+        lat_r, err_r, _ = concurrent(url, headers, n // 5, 16)
+        seconds += time.perf_counter() - t0
+        lat, errors = lat + lat_r, errors + err_r
+        rss.append(worker_rss_mib(port))
+    return lat, errors, seconds, rss
+
+
+def print_rss(rss: list[dict[int, float]], since: int, label: str) -> None:
+    """One line per worker: its RSS at each sample and the change from sample ``since``."""
+    for pid in sorted(rss[0]):
+        trace = [r.get(pid, float("nan")) for r in rss]
+        change = f"{trace[-1] - trace[since]:+.1f}"
+        print(
+            f"  pid {pid}: " + " → ".join(f"{v:.1f}" for v in trace),
+            f"({label}: {change})" if label else f"({change})",
+        )
+
+
 def in_process(n: int) -> list[float]:
     from features.records import parse_record
     from models.settings import get_settings
@@ -125,14 +153,7 @@ def main() -> None:
         )
     )
     port = httpx.URL(args.url).port or 80
-    rss = [worker_rss_mib(port)]
-    lat, errors, seconds = [], 0, 0.0
-    for _ in range(5):  # five rounds, worker memory sampled after each
-        t0 = time.perf_counter()
-        lat_r, err_r, _ = concurrent(args.url, headers, args.requests // 5, 16)
-        seconds += time.perf_counter() - t0
-        lat, errors = lat + lat_r, errors + err_r
-        rss.append(worker_rss_mib(port))
+    lat, errors, seconds, rss = in_fifths(args.url, headers, args.requests, port)
     rps = len(lat) / seconds
     rows.append(
         (
@@ -177,26 +198,13 @@ def main() -> None:
         print(f"{name:<44} {p50:>8.2f} {p99:>8.2f} {per_s:>8.0f} {err:>7}")
     print(f"HTTP overhead ratio (p50 HTTP / p50 in process): {rows[0][1] / rows[3][1]:.1f}")
     print(f"worker RSS (MiB) before and after each fifth of the {args.requests} requests:")
-    for pid in sorted(rss[0]):
-        trace = [r.get(pid, float("nan")) for r in rss]
-        print(
-            f"  pid {pid}: " + " → ".join(f"{v:.1f}" for v in trace),
-            f"(after the first fifth: {trace[-1] - trace[1]:+.1f})",
-        )
+    print_rss(rss, since=1, label="after the first fifth")
     if not rss[0]:
         print("  (no local `bentoml serve --port` process found: memory not measured)")
     if args.soak and rss[0]:
-        soak = [worker_rss_mib(port)]
-        for _ in range(5):
-            concurrent(args.url, headers, args.soak // 5, 16)
-            soak.append(worker_rss_mib(port))
+        soak = in_fifths(args.url, headers, args.soak, port)[3]
         print(f"steady state: worker RSS (MiB) over a further {args.soak} requests:")
-        for pid in sorted(soak[0]):
-            trace = [r.get(pid, float("nan")) for r in soak]
-            print(
-                f"  pid {pid}: " + " → ".join(f"{v:.1f}" for v in trace),
-                f"({trace[-1] - trace[0]:+.1f})",
-            )
+        print_rss(soak, since=0, label="")
 
 
 if __name__ == "__main__":

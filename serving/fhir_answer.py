@@ -138,9 +138,9 @@ class Assessment:
     answer: dict[str, Any] | None = None
 
 
-def assess(model: PERiskModel, version: str, patients: list[MappedPatient]) -> list[Assessment]:
-    """Validate each mapped record (its problems become issues naming the resource) and
-    answer the valid ones in one vectorised call, exactly as ``/predict`` answers them."""
+def validate_records(patients: list[MappedPatient]) -> list[Assessment]:
+    """Validate each complete mapped record; a record's problems become issues naming the
+    resource its value came from (``MappedPatient.ok`` then says False)."""
     out = [Assessment(m) for m in patients]
     for a in out:
         if a.mapped.ok:
@@ -148,6 +148,13 @@ def assess(model: PERiskModel, version: str, patients: list[MappedPatient]) -> l
                 a.record = parse_record(a.mapped.record)
             except RecordError as err:
                 a.mapped.issues.extend(record_issues(a.mapped, err))
+    return out
+
+
+def assess(model: PERiskModel, version: str, patients: list[MappedPatient]) -> list[Assessment]:
+    """``validate_records``, then the valid ones answered in one vectorised call, exactly as
+    ``/predict`` answers them."""
+    out = validate_records(patients)
     valid = [a for a in out if a.record is not None]
     if valid:
         answers = predict_records(model, version, [a.record for a in valid])

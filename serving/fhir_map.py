@@ -76,12 +76,17 @@ class MapRow:
 
     @property
     def kind(self) -> Kind:
-        return PSEUDO_FIELDS.get(self.field) or BY_NAME[self.field].kind
+        return field_kind(self.field)
 
     def typed_value(self, raw: str | None = None) -> object:
         """``raw`` (default: the row's ``value``) as the record field's JSON type."""
         text = self.value if raw is None else raw
         return typed(self.field, self.kind, text)
+
+
+def field_kind(field: str) -> Kind:
+    """The JSON type of a record field or of a pseudo-field of the table."""
+    return PSEUDO_FIELDS.get(field) or BY_NAME[field].kind
 
 
 def typed(field: str, kind: Kind, text: str) -> object:
@@ -197,7 +202,7 @@ class MapTable:
 
     def answer(self, field: str, system: str | None, code: str | None) -> MapRow | None:
         """The row that turns a coded answer into ``field``'s value (or a generic boolean)."""
-        for name in (field, "boolean") if self.kind(field) is Kind.BOOLEAN else (field,):
+        for name in (field, "boolean") if field_kind(field) is Kind.BOOLEAN else (field,):
             rows = [r for r in self.lookup("Answer", system, code) if r.field == name]
             if rows:
                 return rows[0]
@@ -206,10 +211,6 @@ class MapTable:
     def extension(self, url: str) -> MapRow | None:
         rows = self._exact.get(("Extension", url, ""))
         return rows[0] if rows else None
-
-    @staticmethod
-    def kind(field: str) -> Kind:
-        return PSEUDO_FIELDS.get(field) or BY_NAME[field].kind
 
     def codes(self, resource: str) -> list[tuple[str, str]]:
         """(system, code) pairs of one resource kind, for prefetch queries (no prefixes)."""

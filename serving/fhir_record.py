@@ -31,7 +31,7 @@ from typing import Any
 
 from features.contract import Kind
 from serving.fhir import BundleIndex, Entry, Issue, MappedPatient, codings, describe, fhir_date
-from serving.fhir_map import DAYS_SINCE, MapRow, MapTable
+from serving.fhir_map import DAYS_SINCE, MapRow, MapTable, field_kind
 
 MEDICATIONS = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 SUBJECT = {"AllergyIntolerance": "patient"}  # every other mapped resource uses ``subject``
@@ -473,7 +473,7 @@ class _Collector:
         """Pick the most recent value (naming the ones it supersedes); a finding or
         treatment found true anywhere is true."""
         ordered = sorted(values, key=lambda v: (v.when or date.min, v.index))
-        kind = self.table.kind(name)
+        kind = field_kind(name)
         if kind is Kind.BOOLEAN:
             chosen = [v for v in ordered if v.value is True] or ordered[-1:]
         else:

@@ -49,7 +49,7 @@ from serving.fhir import BundleError, Issue, validate_bundle
 from serving.fhir_answer import Assessment, assess, operation_outcome, risk_assessment
 from serving.fhir_record import map_bundle
 from serving.links import LinkError
-from serving.middleware import dumps, error
+from serving.middleware import NOT_A_LINK, error, html_page, json_response
 from serving.predict import model_block
 from serving.report import report_html
 
@@ -63,11 +63,7 @@ def _service() -> Any:
 
 
 def _fhir(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(dumps(body), status_code=status, media_type=FHIR_JSON)
-
-
-def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(dumps(body), status_code=status, media_type="application/json")
+    return json_response(body, status, FHIR_JSON)
 
 
 def _loads(body: bytes) -> Any:
@@ -192,7 +188,7 @@ async def fhir_risk_assessment(request: Request) -> Response:
 
 # -------------------------------------------------------------------------- CDS Hooks
 async def cds_discovery(request: Request) -> Response:
-    return _json(discovery(_service().table))
+    return json_response(discovery(_service().table))
 
 
 def _fetch(url: str, token: str | None) -> dict[str, Any]:
@@ -233,12 +229,12 @@ def _cds_answer(
 ) -> tuple[Response, list[Assessment]]:
     ctpa = service_id == ORDER_SELECT
     if ctpa and not ctpa_selected(call, svc.table):
-        return _json({"cards": []}), []
+        return json_response({"cards": []}), []
     doc, missing = gather(call, svc.table, svc.settings.fhir_servers, _fetch)
     try:
         validate_bundle(doc)
     except BundleError as err:
-        return _json(
+        return json_response(
             error(
                 "the prefetched FHIR data are not valid R4: " + err.issues[0].diagnostics,
                 "prefetch",
@@ -254,11 +250,11 @@ def _cds_answer(
         raise PrefetchMissingError(["patient"], f"no Patient/{pid} among the prefetched data")
     (a,) = assess(svc.model, svc.version, patients)
     if "lung_cancer" not in a.mapped.sources:
-        return _json({"cards": []}), [a]  # not a person with lung cancer: no advice
+        return json_response({"cards": []}), [a]  # not a person with lung cancer: no advice
     base = base_url(request, svc.settings.public_url)
     if a.answer is None:
         reasons = [i.diagnostics for i in a.mapped.issues if i.severity in ("error", "fatal")]
-        return _json(
+        return json_response(
             {"cards": [not_assessed_card(reasons, model_block(svc.model, svc.version))]}
         ), [a]
     link = f"{base}/report-link/{svc.links.seal(a.mapped.record)}"
@@ -269,14 +265,14 @@ def _cds_answer(
         missing_keys=missing,
         ctpa=ctpa,
     )
-    return _json({"cards": [the_card]}), [a]
+    return json_response({"cards": [the_card]}), [a]
 
 
 async def cds_call(request: Request) -> Response:
     svc, t0 = _service(), time.perf_counter()
     service_id = request.path_params["service_id"]
     if service_id not in HOOKS:
-        return _json(
+        return json_response(
             error(
                 f"no CDS service {service_id!r}; see GET /cds-services",
                 "id",
@@ -295,16 +291,16 @@ async def cds_call(request: Request) -> Response:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return _json(error(f"{where}: {first['msg']}", where, None, "cds"), 400)
+        return json_response(error(f"{where}: {first['msg']}", where, None, "cds"), 400)
     except ValueError as exc:
-        return _json(error(str(exc), "", None, "cds"), 400)
+        return json_response(error(str(exc), "", None, "cds"), 400)
     try:
         response, assessed = await run_in_threadpool(_cds_answer, svc, call, service_id, request)
     except PrefetchMissingError as exc:
         _audit(svc, request, f"cds/{service_id}", [{"status": 412}], t0)
-        return _json(error(str(exc), f"prefetch.{exc.keys[0]}", None, "prefetch"), 412)
+        return json_response(error(str(exc), f"prefetch.{exc.keys[0]}", None, "prefetch"), 412)
     except ValueError as exc:  # a prefetch value that is not a resource
-        return _json(error(str(exc), "prefetch", None, "cds"), 400)
+        return json_response(error(str(exc), "prefetch", None, "cds"), 400)
     _audit(svc, request, f"cds/{service_id}", _audit_rows(assessed) or [{"status": 200}], t0)
     return response
 
@@ -320,14 +316,16 @@ async def cds_feedback(request: Request) -> Response:
     svc, t0 = _service(), time.perf_counter()
     service_id = request.path_params["service_id"]
     if service_id not in HOOKS:
-        return _json(error(f"no CDS service {service_id!r}", "id", service_id, "not_found"), 404)
+        return json_response(
+            error(f"no CDS service {service_id!r}", "id", service_id, "not_found"), 404
+        )
     doc = _loads(await request.body())
     items = doc.get("feedback")
     if not isinstance(items, list) or not all(
         isinstance(i, dict) and i.get("card") and i.get("outcome") in ("accepted", "overridden")
         for i in items
     ):
-        return _json(
+        return json_response(
             error(
                 'send {"feedback": [{"card": uuid, "outcome": "accepted" | "overridden", ...}]}',
                 "feedback",
@@ -346,11 +344,10 @@ async def cds_feedback(request: Request) -> Response:
         for i in items
     ]
     _audit(svc, request, f"cds/{service_id}/feedback", rows, t0)
-    return _json({})
+    return json_response({})
 
 
 # ------------------------------------------------------------------------ report links
-_PAGE = "<!doctype html><html lang=en><meta charset=utf-8><title>pe-risk</title><p>{}</p></html>"
 
 
 async def report_link(request: Request) -> Response:
@@ -362,9 +359,9 @@ async def report_link(request: Request) -> Response:
         text = (
             "This report link has expired. Open the patient in the EHR again for a new one."
             if status == 410
-            else "This is not a valid pe-risk report link."
+            else NOT_A_LINK
         )
-        return HTMLResponse(_PAGE.format(text), status_code=status)
+        return HTMLResponse(html_page(text), status_code=status)
     html = await run_in_threadpool(report_html, svc.model, svc.version, record)
     _audit(svc, request, "report-link", [{"status": 200}], t0)
     return HTMLResponse(html)
@@ -375,11 +372,11 @@ async def _not_found_fhir(request: Request, exc: Exception) -> Response:
 
 
 async def _not_found_json(request: Request, exc: Exception) -> Response:
-    return _json(error(f"no route {request.url.path!r}", "path", None, "not_found"), 404)
+    return json_response(error(f"no route {request.url.path!r}", "path", None, "not_found"), 404)
 
 
 async def _not_found_html(request: Request, exc: Exception) -> Response:
-    return HTMLResponse(_PAGE.format("This is not a valid pe-risk report link."), status_code=404)
+    return HTMLResponse(html_page(NOT_A_LINK), status_code=404)
 
 
 fhir_app = Starlette(

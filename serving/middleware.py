@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from starlette.responses import Response
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -111,10 +112,25 @@ def error(message: str, field: str = "", value: Any = None, rule: str = "json") 
     }
 
 
+def html_page(text: str) -> str:
+    """The minimal page a browser gets for a report link that does not open."""
+    return f"<!doctype html><html lang=en><meta charset=utf-8><title>pe-risk</title><p>{text}</p></html>"
+
+
+NOT_A_LINK = "This is not a valid pe-risk report link."
+
+
+def json_response(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
+    """A JSON answer serialised once with ``dumps`` (orjson). The API annotations still
+    document the response models; tests validate answers against them, so the hot path
+    does not rebuild them."""
+    return Response(dumps(body), status_code=status, media_type=media_type)
+
+
 async def _not_found(send: Send, path: str) -> None:
     """404 in the shape of the route family (a report link is opened by a browser)."""
     if path.startswith(SELF_AUTHENTICATED):
-        page = b"<!doctype html><title>pe-risk</title><p>This is not a valid pe-risk report link."
+        page = html_page(NOT_A_LINK).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -41,7 +41,7 @@ from serving.fhir import validate_bundle
 from serving.fhir_map import load_table
 from serving.interop import cds_app, fhir_app, report_link_app
 from serving.links import ReportLinks, link_key
-from serving.middleware import BearerAuth, RequestGuard, dumps
+from serving.middleware import BearerAuth, RequestGuard, json_response
 from serving.predict import model_block, predict_records
 from serving.report import report_html
 from serving.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
@@ -65,12 +65,6 @@ def paused_gc() -> Iterator[None]:
 
 def _issues(err: RecordError) -> list[dict[str, Any]]:
     return [i.as_dict() for i in err.issues]
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    """Serialise once with orjson. The API annotations still document the response models;
-    tests validate answers against them, so the hot path does not rebuild them."""
-    return Response(dumps(body), status_code=status, media_type="application/json")
 
 
 def _model_json(request: Request) -> JSONResponse:
@@ -182,14 +176,14 @@ class PERisk:
             )
             ctx.response.status_code = 422  # BentoML applies the context's status to any response
             body = {"error": "the record breaks the data contract", "detail": _issues(err)}
-            return _json(body, 422)
+            return json_response(body, 422)
         response, audited = respond(parsed)
         self._audit(ctx, endpoint, [{"input_hash": input_hash(raw), "status": 200, **audited}], t0)
         return response
 
     def _prediction(self, record: Any) -> tuple[Response, dict[str, Any]]:
         answer = predict_records(self.model, self.version, [record])[0]
-        return _json(answer), {"probability": answer["probability"]}
+        return json_response(answer), {"probability": answer["probability"]}
 
     def _report(self, record: Any) -> tuple[Response, dict[str, Any]]:
         html = report_html(self.model, self.version, record)
@@ -241,7 +235,7 @@ class PERisk:
                 )
         results.sort(key=lambda r: r["index"])
         self._audit(ctx, "predict_batch", audit, t0)
-        return _json({"results": results, "model": model_block(self.model, self.version)})  # type: ignore[return-value]
+        return json_response({"results": results, "model": model_block(self.model, self.version)})  # type: ignore[return-value]
 
 
 PERisk.add_asgi_middleware(RequestGuard)

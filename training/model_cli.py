@@ -308,9 +308,8 @@ def fhir_map(
     import json
     from datetime import date
 
-    from features.records import RecordError, parse_record
     from serving.fhir import BundleError, validate_bundle
-    from serving.fhir_answer import operation_outcome, record_issues
+    from serving.fhir_answer import operation_outcome, validate_records
     from serving.fhir_map import MapTableError, load_table
     from serving.fhir_record import map_bundle
 
@@ -326,12 +325,7 @@ def fhir_map(
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
     patients, loose = map_bundle(doc, table, day)
-    for p in patients:
-        if p.ok:
-            try:
-                parse_record(p.record)
-            except RecordError as err:
-                p.issues.extend(record_issues(p, err))
+    validate_records(patients)  # the record's own problems join the issues
     issues = loose + [i for p in patients for i in p.issues]
     out = {
         "index_date": day.isoformat(),
