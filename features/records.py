@@ -19,14 +19,13 @@ import difflib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -212,9 +211,7 @@ def _plain(value: Any) -> Any:
 def _lab_to_canonical(name: str):
     spec = BY_NAME[name]
 
-    def convert(v: float | LabQuantity | None) -> float | None:
-        if v is None:
-            return None
+    def convert(v: float | LabQuantity) -> float:
         if isinstance(v, LabQuantity):
             try:
                 value = v.value * factor(name, v.unit)
@@ -241,11 +238,10 @@ def _annotation(spec: FieldSpec) -> Any:
         desc += (
             f" A bare number in the canonical unit, or {{value, unit}} with unit one of: {units}."
         )
-        return Annotated[
-            StrictFloat | StrictInt | LabQuantity | None,
-            AfterValidator(_lab_to_canonical(spec.name)),
-            Field(description=desc),
+        converted = Annotated[
+            StrictFloat | StrictInt | LabQuantity, AfterValidator(_lab_to_canonical(spec.name))
         ]
+        return Annotated[converted | None, Field(description=desc)]  # null is not converted
     if spec.kind in (Kind.NUMBER, Kind.INTEGER):
         base = StrictInt if spec.kind is Kind.INTEGER else StrictFloat | StrictInt
         lo, hi = spec.hard or (None, None)
@@ -263,15 +259,22 @@ class _RecordBase(BaseModel):
     model_config = ConfigDict(
         extra="forbid", allow_inf_nan=False, frozen=True, title="PatientRecord"
     )
-    _given: dict[str, str] = PrivateAttr(default_factory=dict)
-    _warnings: list[RecordWarning] = PrivateAttr(default_factory=list)
+    # What validation learnt beside the fields: each value as sent with its unit, and the
+    # warnings. Plain slots, set once by the validator below: pydantic private attributes
+    # would cost a fifth of a record's validation (a Python post-init per instance).
+    __slots__ = ("_given", "_warnings")
+    if TYPE_CHECKING:  # annotated at run time, they would become private attributes
+        _given: dict[str, str]
+        _warnings: list[RecordWarning]
 
     @model_validator(mode="wrap")
     @classmethod
     def _remember_units(cls, data: Any, handler: Any) -> Any:
         record = handler(data)
         if isinstance(data, Mapping):
-            record._given, record._warnings = _given_and_warnings(record, data)
+            given, warnings = _given_and_warnings(record, data)
+            object.__setattr__(record, "_given", given)  # frozen: set here, once
+            object.__setattr__(record, "_warnings", warnings)
         return record
 
     @property
@@ -331,7 +334,10 @@ PatientRecord: type[_RecordBase] = create_model(  # type: ignore[call-overload]
 )
 
 
-_ORDER = {f.name: k for k, f in enumerate(FIELDS)}
+#: the fields whose sent value can warn or carry a unit, by their contract position
+_CHECKED = {
+    f.name: (k, f) for k, f in enumerate(FIELDS) if f.usual is not None or f.kind is Kind.LAB
+}
 
 
 def _given_and_warnings(
@@ -339,12 +345,11 @@ def _given_and_warnings(
 ) -> tuple[dict[str, str], list[RecordWarning]]:
     given: dict[str, str] = {}
     warnings: list[RecordWarning] = []
-    sent_fields = sorted(_ORDER[n] for n in raw if n in _ORDER)  # contract order, sent only
-    for spec in (FIELDS[k] for k in sent_fields):
-        value = getattr(record, spec.name)
-        if value is None or (spec.usual is None and spec.kind is not Kind.LAB):
-            continue
-        sent = raw.get(spec.name)
+    values = record.__dict__
+    checked = sorted(_CHECKED[n] for n in raw if n in _CHECKED and values[n] is not None)
+    for _, spec in checked:  # contract order
+        value = values[spec.name]
+        sent = raw[spec.name]
         if isinstance(sent, dict | LabQuantity):  # dict first: an ABC check is slow
             q = sent if isinstance(sent, LabQuantity) else LabQuantity.model_validate(sent)
             unit = normalise_unit(q.unit)
@@ -453,11 +458,11 @@ def parse_record(raw: Any) -> _RecordBase:
     """
     # a required field sent as null is missing, not unknown (schema-level None is allowed
     # for every field so that optional ones can be null)
-    nulls = [
-        missing_issue(BY_NAME[name])
-        for name in REQUIRED
-        if isinstance(raw, Mapping) and name in raw and raw[name] is None
-    ]
+    nulls = (
+        [missing_issue(BY_NAME[name]) for name in REQUIRED if name in raw and raw[name] is None]
+        if isinstance(raw, Mapping)
+        else []
+    )
     try:
         record = PatientRecord.model_validate(raw)
     except ValidationError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 Scope = dict[str, Any]
@@ -120,11 +121,17 @@ def html_page(text: str) -> str:
 NOT_A_LINK = "This is not a valid pe-risk report link."
 
 
-def json_response(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
+def json_response(
+    body: Any, status: int = 200, media_type: str = "application/json", *, release: bool = False
+) -> Response:
     """A JSON answer serialised once with ``dumps`` (orjson). The API annotations still
     document the response models; tests validate answers against them, so the hot path
-    does not rebuild them."""
-    return Response(dumps(body), status_code=status, media_type=media_type)
+    does not rebuild them. ``release`` frees a large ``body`` (a dict) after the answer is
+    sent instead of before: a 1,000-record batch is ~50,000 dicts, a few milliseconds of
+    deallocation the client need not wait for."""
+    raw = dumps(body)
+    after = BackgroundTask(body.clear) if release else None
+    return Response(raw, status_code=status, media_type=media_type, background=after)
 
 
 async def _not_found(send: Send, path: str) -> None:
@@ -204,9 +211,13 @@ def _depth_exceeds(body: bytes, limit: int) -> bool:
     if b"\\" in body:
         body = _JSON_STRING.sub(b'""', body)
     a = np.frombuffer(body, dtype=np.uint8)
-    outside = (np.cumsum(a == 0x22) & 1) == 0
-    step = ((a == 0x5B) | (a == 0x7B)).astype(np.int32) - ((a == 0x5D) | (a == 0x7D))
-    return bool(a.size) and int(np.cumsum(step * outside).max()) > limit
+    quote = a == 0x22
+    opening = (a == 0x5B) | (a == 0x7B)
+    closing = (a == 0x5D) | (a == 0x7D)
+    at = np.flatnonzero(quote | opening | closing)  # the few bytes that matter, in order
+    outside = (np.cumsum(quote[at]) & 1) == 0
+    step = opening[at].astype(np.int32) - closing[at]
+    return bool(at.size) and int(np.cumsum(step * outside).max()) > limit
 
 
 def _reject_constant(name: str) -> None:

@@ -46,7 +46,7 @@ def model_block(model: PERiskModel, version: str) -> dict[str, Any]:
 
 
 def _contributions(
-    shown: list[str | None],
+    shown: Sequence[str | None],
     names: Sequence[str],
     labels: Sequence[str],
     phi: list[float],
@@ -69,9 +69,9 @@ def _contributions(
 
 def _shown(
     records: Sequence[Any], fields: Sequence[str | None], units: Sequence[str], x: np.ndarray
-) -> list[list[str | None]]:
+) -> list[tuple[str | None, ...]]:
     """Each row's feature values as the client gave them (with their unit), else as derived;
-    built column by column, then one list per row."""
+    built column by column, then one tuple per row."""
     cols = PatientRecord.given_columns(records, fields)
     known = ~np.isnan(x)
     for j, col in enumerate(cols):
@@ -81,7 +81,7 @@ def _shown(
                 g if g is not None else None if v != v else f"{v:g}{unit}"
                 for g, v in zip(col, x[:, j].tolist(), strict=True)
             ]
-    return [list(row) for row in zip(*cols, strict=True)]
+    return list(zip(*cols, strict=True))
 
 
 def _outside_training_range(x: np.ndarray, names: Sequence[str], ranges: dict) -> np.ndarray:

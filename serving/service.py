@@ -235,7 +235,8 @@ class PERisk:
                 )
         results.sort(key=lambda r: r["index"])
         self._audit(ctx, "predict_batch", audit, t0)
-        return json_response({"results": results, "model": model_block(self.model, self.version)})  # type: ignore[return-value]
+        answer = {"results": results, "model": model_block(self.model, self.version)}
+        return json_response(answer, release=True)  # type: ignore[return-value]
 
 
 PERisk.add_asgi_middleware(RequestGuard)
