@@ -7,11 +7,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import bundles
 from tests.conftest import base_record
 from tests.processes import free_port, wait_until_ready
 
@@ -19,39 +22,72 @@ pytestmark = [pytest.mark.service, pytest.mark.integration]
 
 TOKEN = "server-test-token"
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def bentoml_serve(target: str, env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[str]:
+    """``bentoml serve target`` on a free port until the block ends; yields its URL."""
+    port = free_port()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", target, "--port", str(port), "--host", "127.0.0.1"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(proc, f"{url}/readyz", log_path)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def server(served_state, tmp_path_factory):
-    port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {
-        **os.environ,
         "PE_RISK_STATE_DIR": str(served_state.state_dir),
         "BENTOML_HOME": str(served_state.bentoml_home),
         "PE_RISK_API_TOKEN": TOKEN,
     }
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "bentoml"),
-                "serve",
-                "serving.service:PERisk",
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ready(proc, f"{url}/readyz", log_path)
+    with bentoml_serve("serving.service:PERisk", env, ROOT, log_path) as url:
         yield url, log_path
-        proc.terminate()
-        proc.wait(timeout=30)
+
+
+def test_the_built_bento_serves_on_its_own(served_state, tmp_path) -> None:
+    """`bentoml build` packages the service, the files it reads and the model: served by tag
+    from an empty folder, it answers JSON and FHIR (the mapping table is one such file)."""
+    env = {"BENTOML_HOME": str(served_state.bentoml_home)}
+    built = subprocess.run(
+        [str(BIN / "bentoml"), "build", "-o", "tag"],
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith("pe_risk:")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env["PE_RISK_STATE_DIR"] = str(tmp_path / "state")
+    with bentoml_serve(tag, env, elsewhere, tmp_path / "bento.log") as url:
+        answer = httpx.post(f"{url}/predict", json=base_record(), timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"]["synthetic_data"] is True
+        fhir = httpx.post(
+            f"{url}/fhir/risk-assessment?index_date=2026-11-24",
+            json=bundles.bundle(bundles.typical_patient("bento-1")),
+            headers={"content-type": "application/fhir+json"},
+            timeout=30,
+        )
+        assert fhir.status_code == 200, fhir.text
+        assert fhir.json()["resourceType"] == "RiskAssessment"
+    assert list(elsewhere.iterdir()) == []  # its state went to PE_RISK_STATE_DIR, not here
 
 
 def test_real_server_predicts_and_exposes_metrics(server) -> None:
@@ -74,11 +110,9 @@ def test_real_server_predicts_and_exposes_metrics(server) -> None:
 
 
 def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
-    from tests import bundles as b
-
     url, _ = server
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    doc = b.bundle(b.typical_patient("srv-1"))
+    doc = bundles.bundle(bundles.typical_patient("srv-1"))
     r = httpx.post(
         f"{url}/fhir/risk-assessment?index_date=2026-11-24",
         json=doc,
@@ -88,13 +122,13 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
     probability = r.json()["prediction"][0]["probabilityDecimal"]
     discovery = httpx.get(f"{url}/cds-services", headers=auth).json()
     assert {s["id"] for s in discovery["services"]} == {"pe-risk", "pe-risk-ctpa"}
-    resources = b.typical_patient("srv-1")
+    resources = bundles.typical_patient("srv-1")
     prefetch = {
         "patient": resources[0],
-        "conditions": b.bundle(
+        "conditions": bundles.bundle(
             [x for x in resources if x["resourceType"] == "Condition"], "searchset"
         ),
-        "observations": b.bundle(
+        "observations": bundles.bundle(
             [x for x in resources if x["resourceType"] == "Observation"], "searchset"
         ),
         "medicationRequests": None,
