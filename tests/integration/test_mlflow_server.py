@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.processes import free_port, wait_until_ready
+from tests.processes import server_process
 from training.cli import app
 
 pytestmark = pytest.mark.integration
@@ -18,32 +17,19 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(proc, f"{url}/health", tmp_path / "server.log")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    args = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--workers",
+        "1",
+    ]
+    env = {"MLFLOW_TRACKING_URI": ""}
+    with server_process(args, "/health", tmp_path / "server.log", env) as url:
+        yield url
 
 
 def test_train_against_a_tracking_server_and_load_the_champion(mlflow_server, monkeypatch) -> None:

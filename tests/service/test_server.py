@@ -7,8 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 
 from tests import bundles
 from tests.conftest import base_record
-from tests.processes import free_port, wait_until_ready
+from tests.processes import server_process
 
 pytestmark = [pytest.mark.service, pytest.mark.integration]
 
@@ -25,25 +24,11 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@contextmanager
-def bentoml_serve(target: str, env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[str]:
-    """``bentoml serve target`` on a free port until the block ends; yields its URL."""
-    port = free_port()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", target, "--port", str(port), "--host", "127.0.0.1"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_ready(proc, f"{url}/readyz", log_path)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+def bentoml_serve(
+    target: str, env: dict[str, str], cwd: Path, log_path: Path
+) -> AbstractContextManager[str]:
+    """``bentoml serve target`` until the block ends; yields its URL."""
+    return server_process([str(BIN / "bentoml"), "serve", target], "/readyz", log_path, env, cwd)
 
 
 @pytest.fixture(scope="module")
