@@ -102,9 +102,9 @@ def _audit_rows(assessed: list[Assessment]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- FHIR
-def _query(request: Request) -> tuple[date, bool | None, str | None]:
+def _query(svc: Any, request: Request) -> tuple[date, bool | None, str | None]:
     q = request.query_params
-    index = date.today()
+    index = svc.today()
     if q.get("index_date"):
         try:
             index = date.fromisoformat(q["index_date"])
@@ -131,7 +131,7 @@ def _query(request: Request) -> tuple[date, bool | None, str | None]:
 
 
 def _fhir_assess(svc: Any, doc: Any, request: Request) -> tuple[Response, list[Assessment]]:
-    index, suspected, only = _query(request)
+    index, suspected, only = _query(svc, request)
     validate_bundle(doc)
     patients, loose = map_bundle(doc, svc.table, index, suspected_pe=suspected)
     if only is not None:
@@ -244,7 +244,7 @@ def _cds_answer(
             400,
         ), []
     pid = call.patient_id()
-    patients, _ = map_bundle(doc, svc.table, date.today(), suspected_pe=True if ctpa else None)
+    patients, _ = map_bundle(doc, svc.table, svc.today(), suspected_pe=True if ctpa else None)
     patients = [p for p in patients if p.patient.resource.get("id") == pid]
     if not patients:
         raise PrefetchMissingError(["patient"], f"no Patient/{pid} among the prefetched data")

@@ -12,7 +12,9 @@ the owner only, in the state folder.
 from __future__ import annotations
 
 import os
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,17 @@ def link_key(settings: Settings) -> bytes:
 
 
 class ReportLinks:
-    def __init__(self, key: bytes, ttl_s: int) -> None:
+    """Seal and open report links; ``clock`` (seconds since the epoch) dates a link when it
+    is sealed and ages it when it is opened, so that a test chooses the time."""
+
+    def __init__(self, key: bytes, ttl_s: int, clock: Callable[[], float] = time.time) -> None:
         self._fernet = Fernet(key)
         self.ttl_s = ttl_s
+        self.clock = clock
 
     def seal(self, record: dict[str, Any]) -> str:
-        return self._fernet.encrypt(zlib.compress(orjson.dumps(record))).decode()
+        data = zlib.compress(orjson.dumps(record))
+        return self._fernet.encrypt_at_time(data, int(self.clock())).decode()
 
     def open(self, token: str) -> dict[str, Any]:
         """The record sealed in ``token``.
@@ -63,7 +70,7 @@ class ReportLinks:
             When the token is forged, damaged or older than the time to live.
         """
         try:
-            raw = self._fernet.decrypt(token.encode(), ttl=self.ttl_s)
+            raw = self._fernet.decrypt_at_time(token.encode(), self.ttl_s, int(self.clock()))
         except InvalidToken:
             try:  # the same token without the age check tells expired from forged
                 self._fernet.decrypt(token.encode())

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
 import bentoml
@@ -104,6 +105,9 @@ class PERisk:
         self.audit = AuditLog(settings.log_dir / "audit.jsonl")
         self.table = load_table(settings.fhir_map)  # a bad hospital row stops start-up, named
         self.links = ReportLinks(link_key(settings), settings.link_ttl_s)
+        # The assessment date of a CDS Hooks call, and of a FHIR bundle sent without
+        # ?index_date: the day the call arrives. An attribute so that a test chooses its day.
+        self.today: Callable[[], date] = date.today
         validate_bundle({"resourceType": "Bundle", "type": "collection"})  # FHIR models built now
         gc.freeze()  # start-up objects leave the collector's view: batches make many objects
 

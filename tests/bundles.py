@@ -8,7 +8,13 @@ components, searchset entries with ``search.mode``, and resources pe-risk does n
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from typing import Any
+
+#: the assessment date the example dates below are written for. A test that assesses at
+#: another date (the CDS Hooks routes assess "today") passes its own ``today`` and every
+#: date moves with it, so that each value keeps its age at the assessment.
+INDEX = date(2026, 11, 24)
 
 LOINC = "http://loinc.org"
 SCT = "http://snomed.info/sct"
@@ -150,7 +156,13 @@ def procedure(pid: str, system: str, code: str, display: str, when: str) -> dict
     }
 
 
-def unrelated(pid: str) -> list[dict[str, Any]]:
+def shifted(when: str, today: date) -> str:
+    """``when``, written for an assessment at :data:`INDEX`, moved to an assessment at
+    ``today``: the same number of days before it."""
+    return (date.fromisoformat(when) + (today - INDEX)).isoformat()
+
+
+def unrelated(pid: str, today: date = INDEX) -> list[dict[str, Any]]:
     """Resources an EHR export carries that pe-risk does not read."""
     return [
         {
@@ -168,7 +180,14 @@ def unrelated(pid: str) -> list[dict[str, Any]]:
             "id": _id(),
             "name": [{"family": "Anydoc", "given": ["Kyle"]}],
         },
-        lab(pid, "2345-7", 5.4, "mmol/L", "2026-11-20", "Glucose [Moles/volume] in Serum"),
+        lab(
+            pid,
+            "2345-7",
+            5.4,
+            "mmol/L",
+            shifted("2026-11-20", today),
+            "Glucose [Moles/volume] in Serum",
+        ),
     ]
 
 
@@ -185,24 +204,29 @@ def bundle(resources: list[dict[str, Any]], kind: str = "collection") -> dict[st
     return {"resourceType": "Bundle", "type": kind, "entry": entries}
 
 
-def typical_patient(pid: str = "p1") -> list[dict[str, Any]]:
+def typical_patient(pid: str = "p1", today: date = INDEX) -> list[dict[str, Any]]:
     """A man of 68 with stage IV lung adenocarcinoma on carboplatin + pemetrexed, a D-dimer
-    in ng/mL FEU, an older and a newer platelet count, and a vital-sign panel."""
+    in ng/mL FEU, an older and a newer platelet count, and a vital-sign panel, as seen at an
+    assessment on ``today`` (the dates below are for :data:`INDEX`, moved with it)."""
+
+    def at(when: str) -> str:
+        return shifted(when, today)
+
     return [
-        patient(pid, "male", "1958-03-14"),
-        lung_cancer(pid, "2026-06-02"),
-        stage_group(pid, "4A", "2026-06-10"),
+        patient(pid, "male", at("1958-03-14")),
+        lung_cancer(pid, at("2026-06-02")),
+        stage_group(pid, "4A", at("2026-06-10")),
         condition(pid, ICD10, "J44.9", "Chronic obstructive pulmonary disease, unspecified"),
-        lab(pid, "48065-7", 1800, "ng/mL", "2026-11-23", "Fibrin D-dimer FEU"),
-        lab(pid, "777-3", 210, "10*3/uL", "2026-09-01", "Platelets"),
-        lab(pid, "777-3", 412, "10*3/uL", "2026-11-22", "Platelets"),
-        lab(pid, "718-7", 11.8, "g/dL", "2026-11-22", "Hemoglobin"),
-        lab(pid, "6690-2", 12.4, "10*3/uL", "2026-11-22", "Leukocytes"),
-        lab(pid, "2160-0", 0.9, "mg/dL", "2026-11-22", "Creatinine"),
-        lab(pid, "39156-5", 24.1, "kg/m2", "2026-10-01", "BMI"),
-        lab(pid, "8867-4", 104, "/min", "2026-11-24", "Heart rate"),
-        blood_pressure(pid, 128, 76, "2026-11-24"),
-        medication(pid, ATC, "L01XA02", "carboplatin", "2026-10-05"),
-        medication(pid, RXNORM, "68446", "pemetrexed", "2026-10-05"),
-        *unrelated(pid),
+        lab(pid, "48065-7", 1800, "ng/mL", at("2026-11-23"), "Fibrin D-dimer FEU"),
+        lab(pid, "777-3", 210, "10*3/uL", at("2026-09-01"), "Platelets"),
+        lab(pid, "777-3", 412, "10*3/uL", at("2026-11-22"), "Platelets"),
+        lab(pid, "718-7", 11.8, "g/dL", at("2026-11-22"), "Hemoglobin"),
+        lab(pid, "6690-2", 12.4, "10*3/uL", at("2026-11-22"), "Leukocytes"),
+        lab(pid, "2160-0", 0.9, "mg/dL", at("2026-11-22"), "Creatinine"),
+        lab(pid, "39156-5", 24.1, "kg/m2", at("2026-10-01"), "BMI"),
+        lab(pid, "8867-4", 104, "/min", at("2026-11-24"), "Heart rate"),
+        blood_pressure(pid, 128, 76, at("2026-11-24")),
+        medication(pid, ATC, "L01XA02", "carboplatin", at("2026-10-05")),
+        medication(pid, RXNORM, "68446", "pemetrexed", at("2026-10-05")),
+        *unrelated(pid, today),
     ]

@@ -181,7 +181,9 @@ def train_and_track(
     t0 = time.perf_counter()
     with mlflow.start_run(
         experiment_id=_experiment_id(client, settings),
-        run_name=f"train-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        # Named for what decides the fit (data and seed), not the clock: MLflow keeps the
+        # start time, and the same table trained twice reads as the same experiment.
+        run_name=f"train-{data.digest[:8]}-seed{config.seed}",
         tags={
             "synthetic": str(data.synthetic).lower(),
             "trained_on": data.trained_on,

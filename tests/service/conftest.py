@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import bentoml
 import pytest
 
 from models.settings import Settings, get_settings
 from models.store import import_model
+from tests.bundles import INDEX
 from training.track import load_training_data, train_and_track
 from training.train import TrainConfig
 
@@ -64,6 +66,9 @@ def client(served_state: Settings, fhir_server):
     from serving.service import PERisk
 
     with TestClient(app=PERisk.to_asgi(), headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        # CDS Hooks calls are assessed "today": the tests choose that day, the one the
+        # example bundles are dated for, so that no value ages out as the calendar moves.
+        bentoml.get_current_service().today = lambda: INDEX
         yield c
     os.environ.pop("PE_RISK_API_TOKEN", None)
     os.environ.pop("PE_RISK_FHIR_SERVERS", None)

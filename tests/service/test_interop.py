@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -16,7 +17,7 @@ from tests.service.conftest import FHIR_TOKEN
 
 pytestmark = pytest.mark.service
 
-URL = "/fhir/risk-assessment?index_date=2026-11-24"
+URL = f"/fhir/risk-assessment?index_date={b.INDEX}"
 FHIR = {"content-type": "application/fhir+json"}
 
 #: the typical patient of tests/bundles.py, written by hand as /predict's JSON record
@@ -229,6 +230,24 @@ def test_patient_view_card_tells_the_risk_factors_flags_and_links_the_report(cli
     assert f"{100 * same['probability']:.1f}" in page.text  # the same patient's report
 
 
+def test_a_cds_call_leaves_out_values_too_old_on_the_day_it_assesses(client, monkeypatch):
+    """Nine days after the bundle's dates the D-dimer (7-day limit) and the vital signs
+    (1-day limit) are too old: the card answers as for the record without them."""
+    import bentoml
+
+    monkeypatch.setattr(bentoml.get_current_service(), "today", lambda: b.INDEX + timedelta(9))
+    resources = b.typical_patient("cds-old")
+    r = client.post("/cds-services/pe-risk", json=hook_call("cds-old", prefetch_of(resources)))
+    (card,) = r.json()["cards"]
+    stale = ("d_dimer", "heart_rate", "systolic_bp")
+    later = {k: v for k, v in SAME_PATIENT.items() if k not in stale}
+    later["months_since_diagnosis"] = round((175 + 9) / 30.4375, 1)  # diagnosed INDEX − 175 d
+    expected = client.post("/predict", json=later).json()
+    assert f"{100 * expected['probability']:.1f} %" in card["summary"]
+    fresh = client.post("/predict", json=SAME_PATIENT).json()
+    assert f"{100 * fresh['probability']:.1f} %" not in card["summary"]
+
+
 def test_missing_required_prefetch_that_cannot_be_fetched_is_412(client):
     prefetch = prefetch_of(b.typical_patient("cds-2"))
     del prefetch["observations"]
@@ -382,12 +401,17 @@ def test_a_forged_or_expired_report_link_does_not_open(client, served_state):
 
     r = client.get("/report-link/gAAAAABforged", headers={"Authorization": ""})
     assert r.status_code == 404 and "not a valid" in r.text
-    links = ReportLinks(link_key(served_state), ttl_s=3600)
+    sealed_at = 1_900_000_000.0  # the test's own clock: the link's age is chosen, not waited for
+    now = sealed_at
+    links = ReportLinks(link_key(served_state), ttl_s=3600, clock=lambda: now)
     token = links.seal(SAME_PATIENT)
+    now = sealed_at + 3600  # the last second it opens
     assert links.open(token) == SAME_PATIENT
+    now = sealed_at + 3601
     with pytest.raises(LinkError) as err:
-        ReportLinks(link_key(served_state), ttl_s=-1).open(token)
+        links.open(token)
     assert err.value.expired
+    now = sealed_at
     tampered = token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:]
     with pytest.raises(LinkError) as err:
         links.open(tampered)

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.request
 from contextlib import AbstractContextManager
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -65,7 +66,7 @@ def test_the_built_bento_serves_on_its_own(served_state, tmp_path) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"]["synthetic_data"] is True
         fhir = httpx.post(
-            f"{url}/fhir/risk-assessment?index_date=2026-11-24",
+            f"{url}/fhir/risk-assessment?index_date={bundles.INDEX}",
             json=bundles.bundle(bundles.typical_patient("bento-1")),
             headers={"content-type": "application/fhir+json"},
             timeout=30,
@@ -99,7 +100,7 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     doc = bundles.bundle(bundles.typical_patient("srv-1"))
     r = httpx.post(
-        f"{url}/fhir/risk-assessment?index_date=2026-11-24",
+        f"{url}/fhir/risk-assessment?index_date={bundles.INDEX}",
         json=doc,
         headers={**auth, "content-type": "application/fhir+json"},
     )
@@ -107,7 +108,9 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
     probability = r.json()["prediction"][0]["probabilityDecimal"]
     discovery = httpx.get(f"{url}/cds-services", headers=auth).json()
     assert {s["id"] for s in discovery["services"]} == {"pe-risk", "pe-risk-ctpa"}
-    resources = bundles.typical_patient("srv-1")
+    # A CDS Hooks call is assessed on the server's own day: the same patient, dated so that
+    # every value has the age it had at INDEX, gets the same estimate.
+    resources = bundles.typical_patient("srv-1", today=date.today())
     prefetch = {
         "patient": resources[0],
         "conditions": bundles.bundle(
@@ -128,6 +131,7 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
     }
     cards = httpx.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"]
     assert len(cards) == 1 and cards[0]["summary"].startswith("PE risk")
+    assert f"{100 * probability:.1f} %" in cards[0]["summary"]
     page = httpx.get(cards[0]["links"][0]["url"])  # a browser: no API token, the link is its own
     assert page.status_code == 200 and "SYNTHETIC" in page.text
     assert 0 < probability < 1

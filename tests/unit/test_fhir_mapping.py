@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from serving.fhir_map import MapTableError, load_table
 from serving.fhir_record import map_bundle
 from tests import bundles as b
 
-INDEX = date(2026, 11, 24)
+INDEX = b.INDEX  # the assessment date every test here chooses; the bundles are dated for it
 
 
 def mapped(resources, **kw):
@@ -294,7 +293,7 @@ def test_the_fhir_map_command_shows_records_and_issues(tmp_path: Path):
 
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(b.bundle(b.typical_patient())))
-    res = CliRunner().invoke(app, ["fhir-map", str(path), "--index-date", "2026-11-24"])
+    res = CliRunner().invoke(app, ["fhir-map", str(path), "--index-date", str(INDEX)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["records"][0]["record"]["stage"] == "IV"
