@@ -6,7 +6,7 @@ PORT   ?= 3000
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint format bench serve clean-state
+.PHONY: help install test test-clock test-fast lint format bench serve clean-state
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,19 @@ install: $(STAMP)  ## create .venv from the lock files and install pe-risk (edit
 
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
+
+# libfaketime from the dev lock (python-libfaketime's build): Debian's 0.9.10 hangs Python's
+# timed waits. The monotonic clock stays real so that timeouts and sleeps keep working.
+FAKETIME_LIB = $(shell $(BIN)/python -c "import libfaketime, pathlib; print(pathlib.Path(libfaketime.__file__).parent / 'vendor/libfaketime/src/libfaketime.so.1')")
+
+test-clock: $(STAMP)  ## the whole suite with the system clock a year ahead, then a year behind
+	@for offset in +365d -365d; do \
+	  echo "== the suite with the clock moved $$offset"; \
+	  LD_PRELOAD=$(FAKETIME_LIB) FAKETIME=$$offset FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_NO_CACHE=1 \
+	    $(BIN)/python -c "import datetime; print('today is', datetime.date.today())" && \
+	  LD_PRELOAD=$(FAKETIME_LIB) FAKETIME=$$offset FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_NO_CACHE=1 \
+	    $(BIN)/python -m pytest -q -p no:cacheprovider || exit 1; \
+	done
 
 test-fast: $(STAMP)  ## run the fast hermetic tests only
 	$(BIN)/python -m pytest -m "not data and not model and not service and not integration"
