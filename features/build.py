@@ -50,6 +50,19 @@ def frame_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def blanked(column: np.ndarray, rows: np.ndarray, unknown: Any = None) -> np.ndarray:
+    """A copy of a canonical column with ``rows`` (a boolean mask) set to "not known":
+    ``unknown`` for a category that has such a choice, else None / NaN."""
+    out = column.copy()
+    out[rows] = unknown if unknown is not None else None if out.dtype == object else np.nan
+    return out
+
+
+def take(columns: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The canonical columns of the given rows only."""
+    return {k: v[rows] for k, v in columns.items()}
+
+
 def derive(
     columns: dict[str, np.ndarray], features: Iterable[FeatureSpec] = FEATURES
 ) -> dict[str, np.ndarray]:

@@ -42,6 +42,7 @@ class FieldSpec:
     required: bool = False
     max_length: int | None = None
     group: str = ""
+    absent_means: str = "unknown"  # what an absent value says; "unknown" for all but one field
 
     def range_text(self) -> str:
         """The hard range with its unit, as error messages quote it."""
@@ -136,6 +137,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="days",
         hard=(0, 3650),
         group="treatment",
+        absent_means="no thoracic surgery",
     ),
     _f("central_venous_catheter", B, "Central venous catheter in place.", group="treatment"),
     _f("esa_use", B, "Erythropoiesis-stimulating agent (Khorana item).", group="treatment"),
@@ -276,6 +278,23 @@ FIELDS: tuple[FieldSpec, ...] = (
 
 BY_NAME: dict[str, FieldSpec] = {f.name: f for f in FIELDS}
 REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
+#: The fields a record may leave unknown: optional, not an identifier, and absent meaning
+#: "not known" (data contract: never "no" or "normal"), and the required category whose
+#: choices include "unknown" (histology). Training teaches the model what their absence
+#: means (``training.unknowns``); evaluation removes them at random.
+UNKNOWABLE: tuple[str, ...] = tuple(
+    f.name
+    for f in FIELDS
+    if f.kind is not Kind.TEXT
+    and f.absent_means == "unknown"
+    and (not f.required or "unknown" in f.choices)
+)
+
+
+def unknown_value(name: str) -> object:
+    """How a field says "not known" in canonical columns: its "unknown" choice, else missing."""
+    return "unknown" if "unknown" in BY_NAME[name].choices else None
+
 
 #: The outcome column of training tables (never an input).
 OUTCOME = "pe_event"

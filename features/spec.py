@@ -4,7 +4,8 @@ Training takes feature names, order and monotone constraints from ``MODEL_FEATUR
 the model artefact stores them; serving matches columns by name. Each entry says how
 it is derived from the canonical record (``derive``), its unit, the direction of its
 effect where that direction is established (``monotone``: +1 raises risk, −1 lowers
-it, 0 not constrained), the source of that direction, and what a missing value means.
+it, 0 not declared: for a field a record may leave unknown, training then takes the
+direction from the data), the source of that direction, and what a missing value means.
 
 Effect sizes and sources are those of ``shared/reference/clinical.md`` §3 and the
 review (``shared/seed/lung-cancer-pe-review.txt``).
@@ -28,8 +29,13 @@ from features.scores import WELLS, age_adjusted_cutoff
 
 Columns = Mapping[str, np.ndarray]
 
-NOT_MEASURED = "not measured: kept missing (XGBoost learns a default direction)"
-UNKNOWN = "not known: kept missing, never read as 'no'"
+NOT_MEASURED = (
+    "not measured: kept missing; scored as for a patient whose value is unknown, between "
+    "its lowest and highest values (training.unknowns)"
+)
+UNKNOWN = (
+    "not known: kept missing, never read as 'no'; scored between 'no' and 'yes' (training.unknowns)"
+)
 NO_SURGERY = "absent days_since_surgery means no thoracic surgery (data contract): 0"
 
 
@@ -106,6 +112,18 @@ def surgery_within(days: int) -> Callable[[Columns], np.ndarray]:
     return f
 
 
+#: haemoglobin (g/L) where the two published cut-offs are equally far: below 100 g/L
+#: (Khorana 2008) and above 150 g/L (review, ref 18) both raise the risk
+HB_CENTRE, HB_SCALE = 125.0, 25.0
+
+
+def hemoglobin_deviation(c: Columns) -> np.ndarray:
+    """Distance of haemoglobin from 125 g/L in units of 25 g/L: 1 at both published
+    cut-offs (<100 Khorana 2008; >150 review, ref 18). A U-shaped effect on a scale on which
+    it is monotone, so that an unknown value can be kept between the known ones."""
+    return np.abs(c["hemoglobin"] - HB_CENTRE) / HB_SCALE
+
+
 def d_dimer_above_age_adjusted(c: Columns) -> np.ndarray:
     dd = c["d_dimer"]
     with np.errstate(invalid="ignore"):
@@ -150,8 +168,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "kg/m²",
         missing=NOT_MEASURED,
         field="bmi",
-        source="Khorana item ≥35 (Khorana 2008); not constrained: low BMI (cachexia) is common in "
-        "lung cancer",
+        source="Khorana item ≥35 (Khorana 2008); low BMI (cachexia) is common in "
+        "lung cancer; no direction declared (training takes it from the data)",
     ),
     _F(
         "ecog",
@@ -280,21 +298,21 @@ FEATURES: tuple[FeatureSpec, ...] = (
         raw("egfr_tki"),
         field="egfr_tki",
         source="direction conflicting: raised in the review, TKI HR 0.42 (Multidiscip Respir Med "
-        "2017): not constrained",
+        "2017): no direction declared (training takes it from the data)",
     ),
     _F(
         "anti_angiogenic",
         "Anti-angiogenic therapy",
         raw("anti_angiogenic"),
         field="anti_angiogenic",
-        source="conflicting: OR 1.74 (Li 2018) vs Peto OR 0.94 (Zhang 2016): not constrained",
+        source="conflicting: OR 1.74 (Li 2018) vs Peto OR 0.94 (Zhang 2016): no direction declared (training takes it from the data)",
     ),
     _F(
         "immunotherapy",
         "Immunotherapy",
         raw("immunotherapy"),
         field="immunotherapy",
-        source="unclear (" + REVIEW + "): not constrained",
+        source="unclear (" + REVIEW + "): no direction declared (training takes it from the data)",
     ),
     _F("radiotherapy", "Radiotherapy", raw("radiotherapy"), field="radiotherapy"),
     _F(
@@ -405,7 +423,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         field="hemoptysis",
         source="Wells/Geneva item, but no different with or without PE in lung cancer (Chuang, "
         + REVIEW
-        + "): not constrained",
+        + "): no direction declared (training takes it from the data)",
     ),
     _F("dyspnea", "Dyspnoea", raw("dyspnea"), field="dyspnea"),
     _F("chest_pain", "Chest pain", raw("chest_pain"), field="chest_pain"),
@@ -459,13 +477,15 @@ FEATURES: tuple[FeatureSpec, ...] = (
         source="Khorana ≥350 (Khorana 2008); " + REVIEW,
     ),
     _F(
-        "hemoglobin",
-        "Haemoglobin",
-        raw("hemoglobin"),
-        "g/L",
+        "hemoglobin_deviation",
+        "Haemoglobin away from 125 g/L",
+        hemoglobin_deviation,
+        "× 25 g/L",
+        monotone=+1,
         field="hemoglobin",
         missing=NOT_MEASURED,
-        source="U-shaped: Khorana <100 g/L and review >150 g/L both raise risk: not constrained",
+        source="U-shaped: Khorana <100 g/L (Khorana 2008) and >150 g/L (review, ref 18) both "
+        "raise risk; 1 at both cut-offs",
     ),
     _F(
         "leukocytes",

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.fhir import codings, validate_bundle
 from serving.fhir_answer import contributors_text
 from serving.fhir_map import MapTable
+from serving.predict import not_recorded
 from serving.report import percent
 
 PATIENT_VIEW, ORDER_SELECT = "pe-risk", "pe-risk-ctpa"
@@ -240,9 +241,13 @@ def card(
     if flags:
         lines += ["", "Guideline flags:"]
         lines += [f"- **{f['severity']}**: {f['text']} _({f['source']})_" for f in flags]
-    not_given = [w["field"] for w in answer["warnings"] if w["value"] is None]
-    if not_given:
-        lines += ["", f"Not available: {', '.join(not_given)}; the estimate is less certain."]
+    unrecorded = not_recorded(answer)
+    if unrecorded:
+        lines += [
+            "",
+            f"Not found in the record: {', '.join(unrecorded)}. Scored as unknown (between "
+            "their possible values, never as 'no'); the estimate is less certain.",
+        ]
     if missing_keys:
         lines += ["", f"The EHR did not provide: {', '.join(missing_keys)}."]
     lines += ["", f"_{model['name']} {model['version']}: {model['notice']}_"]

@@ -24,7 +24,7 @@ from typing import Any
 from features.records import RecordError, parse_record
 from models.artifact import PERiskModel
 from serving.fhir import Issue, MappedPatient
-from serving.predict import predict_records
+from serving.predict import not_recorded, predict_records
 from serving.report import main_factors, percent
 
 CANONICAL = "https://pe-risk.example/fhir"  # placeholder canonical base of pe-risk's own codes
@@ -85,6 +85,12 @@ def risk_assessment(
         + model["notice"],
     ]
     notes += [f"{f['severity']}: {f['text']} ({f['source']})" for f in answer["recommendations"]]
+    unrecorded = not_recorded(answer)
+    if unrecorded:
+        notes.append(
+            f"Key inputs not found in the record: {', '.join(unrecorded)}; each was scored as "
+            "unknown (between its possible values, never as 'no')."
+        )
     if report_url:
         notes.append(f"One-page report: {report_url}")
     out: dict[str, Any] = {

@@ -13,14 +13,29 @@ from typing import Any
 import numpy as np
 
 from features.build import derive, record_columns
+from features.contract import FIELDS, Kind
 from features.records import PatientRecord
 from features.scores import score_table
 from features.spec import BY_NAME, FEATURES
 from models.artifact import PERiskModel
 from serving.recommend import recommendations
 
-#: inputs whose absence the review says weakens the estimate (a warning, never a refusal)
-KEY_INPUTS = ("d_dimer", "platelets", "hemoglobin", "leukocytes", "bmi")
+#: inputs whose absence the review says weakens the estimate (a warning, never a refusal):
+#: the Khorana laboratory items and BMI (Khorana 2008), D-dimer (Pabinger 2018), and the
+#: treatment and history items with the largest effects (chemotherapy, prior VTE,
+#: anticoagulation) and the setting (whether PE is suspected)
+KEY_INPUTS = (
+    "d_dimer",
+    "platelets",
+    "hemoglobin",
+    "leukocytes",
+    "bmi",
+    "chemotherapy",
+    "prior_vte",
+    "anticoagulated",
+    "suspected_pe",
+)
+_MEASURED = frozenset(f.name for f in FIELDS if f.kind in (Kind.LAB, Kind.NUMBER))
 _DERIVED = tuple(f for f in FEATURES if not f.in_model)
 _DIRECTION = ("none", "raises", "lowers")  # indexed by np.sign: 0, 1, -1
 
@@ -84,6 +99,13 @@ def _shown(
     return list(zip(*cols, strict=True))
 
 
+def not_recorded(answer: dict[str, Any]) -> list[str]:
+    """The key inputs the answer's record lacks (its "not recorded" warnings), in order."""
+    return [
+        w["field"] for w in answer["warnings"] if w["value"] is None and w["field"] in KEY_INPUTS
+    ]
+
+
 def _outside_training_range(x: np.ndarray, names: Sequence[str], ranges: dict) -> np.ndarray:
     """rows × features: True where a known value lies outside the training range."""
     lo = np.array([ranges.get(n, (-np.inf, np.inf))[0] for n in names], dtype=np.float64)
@@ -98,12 +120,13 @@ def _warnings(
     out = [{"field": w.field, "value": w.value, "message": w.message} for w in record.warnings]
     for name in KEY_INPUTS:
         if getattr(record, name) is None:
+            known = "measured" if name in _MEASURED else "known"
             out.append(
                 {
                     "field": name,
                     "value": None,
-                    "message": f"{name} was not given: the estimate is less certain; "
-                    "add it if it was measured",
+                    "message": f"{name} is not recorded: scored as unknown (between its possible "
+                    f"values), so the estimate is less certain; add it if it was {known}",
                 }
             )
     for j in outside:

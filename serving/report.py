@@ -194,7 +194,7 @@ def main_factors(explanation: dict[str, Any], top: int) -> list[dict[str, Any]]:
     shown = [c for c in explanation["contributions"] if c["contribution"] != 0][:top]
     return [
         {
-            "text": f"{_feature_label(c['feature'])}: {c['value'] or 'not given'}",
+            "text": f"{_feature_label(c['feature'])}: {c['value'] or 'not recorded'}",
             "delta": c["contribution"],
             "direction": c["direction"],
         }

@@ -130,7 +130,12 @@ class PERisk:
             "metrics": info.get("metrics", {}),
             "baselines": info.get("baselines", {}),
             "gate": info.get("gate", {}),
-            "features": [f for f in spec if f["name"] in self.model.feature_names],
+            "unknowns": info.get("unknowns", {}),
+            "features": [
+                {**f, "monotone": self.model.monotone.get(f["name"], 0)}
+                for f in spec
+                if f["name"] in self.model.feature_names
+            ],
             "derived_predictors": [f for f in spec if not f["in_model"]],
         }
 

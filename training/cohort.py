@@ -21,8 +21,10 @@ parameter, value, source), and read by this code:
    NT-proBNP, RV/LV, ECG abnormalities, each drawn from one distribution when PE is
    present at the index date and another otherwise (a PE that has not happened yet
    shifts nothing).
-5. **Missingness like real records**, independent of the outcome given the setting:
-   D-dimer, troponin, NT-proBNP, RV/LV mostly measured when PE is suspected.
+5. **Missingness like real records**, independent of the outcome given the setting, at
+   the rates of the table's ``p_recorded`` rows: D-dimer, troponin, NT-proBNP, RV/LV
+   mostly measured when PE is suspected; treatments and history unrecorded as often as
+   in registry and EHR extracts (chemotherapy recorded for 68 % of those given it).
 
 The **true probability** of each row is then exact by Bayes' rule. With
 ``q`` the share present at the index date and ``LR`` the product of the likelihood
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.build import blanked
 from features.contract import FIELDS, OUTCOME, Kind
 
 EFFECTS_PATH = Path(__file__).with_name("cohort_effects.csv")
@@ -64,6 +67,14 @@ class Effects:
 
     def odds_ratios(self) -> dict[str, float]:
         return {f: v for (f, p), (v, _) in self.rows.items() if p == "odds_ratio"}
+
+    def always_recorded(self) -> Effects:
+        """The same table with every field always recorded: a hospital's complete table."""
+        rows = {
+            k: ((1.0, s) if k[1].startswith("p_recorded") else (v, s))
+            for k, (v, s) in self.rows.items()
+        }
+        return Effects(rows, self.digest)
 
 
 def load_effects(path: Path = EFFECTS_PATH) -> Effects:
@@ -249,11 +260,9 @@ def _with_findings(p_base: np.ndarray, q: float, llr: np.ndarray) -> np.ndarray:
     return (q * p_base * lr + (1 - q) * p_base) / (q * p_base * lr + (1 - q) * p_base + 1 - p_base)
 
 
-#: base-risk factor → the record field that shows it (masking can hide it)
+#: base-risk factor → the record field that shows it (masking can hide it), where the two
+#: names differ; a factor named as a field (chemotherapy, prior_vte, ...) is shown by it
 _FACTOR_FIELD = {
-    "alk_rearrangement": "alk_rearrangement",
-    "egfr_mutation": "egfr_mutation",
-    "kras_mutation": "kras_mutation",
     "platelets_350": "platelets",
     "hemoglobin_above_150": "hemoglobin",
     "leukocytes_11": "leukocytes",
@@ -283,10 +292,13 @@ def _observable_eta(
     eta = np.zeros(len(hist))
     for name in ors:
         x = factors[name].astype(float)
-        field = _FACTOR_FIELD.get(name)
+        field = _FACTOR_FIELD.get(name, name if name in c else None)
         hidden = ~_recorded(c[field]) if field else np.zeros(len(x), dtype=bool)
-        if name == "hemoglobin_below_100_or_esa":
-            hidden = ~_recorded(c["hemoglobin"]) & (c["esa_use"] != 1)
+        if name == "hemoglobin_below_100_or_esa":  # known if either part shows it, or both known
+            hb, esa = _recorded(c["hemoglobin"]), _recorded(c["esa_use"])
+            with np.errstate(invalid="ignore"):
+                shown = (hb & (c["hemoglobin"] < 100)) | (c["esa_use"] == 1) | (hb & esa)
+            hidden = ~shown
         if hidden.any():
             means = {h: x[hist == h].mean() for h in np.unique(hist)}
             x = np.where(hidden, np.vectorize(means.get, otypes=[float])(hist), x)
@@ -405,55 +417,26 @@ def _findings(
 # 5. Missingness: depends on the setting (suspected or routine), not on the outcome
 # ---------------------------------------------------------------------------------------
 
-#: P(measured | PE suspected), P(measured | routine assessment)
-MEASURED = {
-    "d_dimer": (0.90, 0.25),
-    "troponin": (0.70, 0.05),
-    "nt_probnp": (0.60, 0.05),
-    "rv_lv_ratio": (0.50, 0.03),
-    "ecg_abnormalities": (0.75, 0.10),
-    "pao2": (0.50, 0.08),
-    "heart_rate": (0.97, 0.70),
-    "oxygen_saturation": (0.97, 0.65),
-    "systolic_bp": (0.97, 0.75),
-    "platelets": (0.95, 0.88),
-    "hemoglobin": (0.95, 0.88),
-    "leukocytes": (0.95, 0.88),
-    "creatinine": (0.90, 0.80),
-    "egfr_renal": (0.85, 0.70),
-    "soluble_p_selectin": (0.03, 0.03),
-    "bmi": (0.85, 0.85),
-    "ecog": (0.80, 0.80),
-    "smoking_status": (0.92, 0.92),
-    "months_since_diagnosis": (0.95, 0.95),
-    "contrast_allergy": (0.80, 0.50),
-    "dvt_signs": (0.95, 0.25),
-    "unilateral_leg_pain": (0.90, 0.20),
-    "pe_most_likely": (0.90, 0.05),
-    "hemoptysis": (0.95, 0.50),
-    "dyspnea": (0.95, 0.50),
-    "chest_pain": (0.95, 0.45),
-    "vascular_compression": (0.60, 0.60),
-    "copd": (0.90, 0.90),
-    "pleural_effusion": (0.90, 0.85),
-    "immobilized": (0.90, 0.70),
-    "recent_hospitalization": (0.95, 0.95),
-    "prior_vte": (0.95, 0.95),
-    "central_venous_catheter": (0.95, 0.95),
-    "esa_use": (0.95, 0.95),
-    "anticoagulated": (0.97, 0.97),
-}
+
+def recording_rates(fx: Effects) -> dict[str, tuple[float, float]]:
+    """P(recorded | PE suspected), P(recorded | routine assessment) of every field the cohort
+    leaves unrecorded at times, from the table's ``p_recorded`` rows (or the
+    ``p_recorded_if_suspected`` / ``p_recorded_routine`` pair where the setting matters)."""
+    out: dict[str, tuple[float, float]] = {}
+    for (name, parameter), (value, _) in fx.rows.items():
+        if parameter == "p_recorded":
+            out[name] = (value, value)
+        elif parameter == "p_recorded_if_suspected":
+            out[name] = (value, fx(name, "p_recorded_routine"))
+    return out
 
 
-def _mask(rng: np.random.Generator, c: dict[str, np.ndarray]) -> None:
-    suspected = c["suspected_pe"] == 1
+def _mask(rng: np.random.Generator, c: dict[str, np.ndarray], fx: Effects) -> None:
+    suspected = c["suspected_pe"] == 1  # the setting, read before suspected_pe is masked too
     n = len(suspected)
-    for name, (p_susp, p_routine) in MEASURED.items():
-        keep = rng.random(n) < np.where(suspected, p_susp, p_routine)
-        c[name] = (
-            np.where(keep, c[name], None)
-            if c[name].dtype == object
-            else np.where(keep, c[name], np.nan)
+    for name, (p_susp, p_routine) in recording_rates(fx).items():
+        c[name] = blanked(
+            np.asarray(c[name]), rng.random(n) >= np.where(suspected, p_susp, p_routine)
         )
 
 
@@ -483,7 +466,7 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     present = y & (rng.random(n) < q)
     llr = _findings(rng, c, present, fx, advanced)
     p_true = _with_findings(p_base, q, sum(llr.values()))
-    _mask(rng, c)
+    _mask(rng, c, fx)
     p_seen = _with_findings(
         _sigmoid(_observable_eta(c, factors, ors) + beta * advanced + b0),
         q,

@@ -13,6 +13,11 @@ Comparators (design.md, "Model"; clinical.md §1–2):
   explanation).
 
 Each comparison also reports the model's AUROC on exactly the comparator's rows.
+
+Calibration under missingness: the test rows are scored again with each field a record may
+leave unknown removed at random (``training.unknowns.EVALUATION_RATE``, 30 %, seeded), and
+discrimination and calibration are measured on those records too (``missing_metrics``), so
+that a model which over-predicts on incomplete records is seen, and refused by the gate.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
+from features.build import take
 from features.scores import ADDITIVE
 from models.artifact import expit
 from training import evaluate as ev
 from training.train import Fitted
+from training.unknowns import EVALUATION_RATE, remove_at_random
 
 SCORES = {s.key: s for s in ADDITIVE}
 
@@ -59,10 +66,7 @@ class Evaluation:
     ranked: dict[str, np.ndarray]  # ROC curves: the model, the logistic regression, Khorana points
     reference: dict[str, float] = field(default_factory=dict)  # oracle AUROCs (synthetic)
     champion: dict[str, Any] | None = None
-
-
-def take(columns: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[rows] for k, v in columns.items()}
+    missing_metrics: dict[str, ev.Estimate] = field(default_factory=dict)  # 30 % removed
 
 
 def evaluate_fit(
@@ -80,6 +84,9 @@ def evaluate_fit(
     y = fitted.y[test]
     p = fitted.model.probability(x)
     metrics = ev.bootstrap(y, p, ev.probability_metrics, n_boot=n_boot, seed=seed)
+    incomplete = remove_at_random(c, EVALUATION_RATE, np.random.default_rng([seed, 30]))
+    p_incomplete = fitted.model.probability(fitted.model.features(incomplete))
+    missing_metrics = ev.bootstrap(y, p_incomplete, ev.core_metrics, n_boot=n_boot, seed=seed)
 
     points = {k: s.evaluate(c).points for k, s in SCORES.items() if k in COMPARATORS}
     baselines: dict[str, dict[str, Any]] = {}
@@ -135,6 +142,7 @@ def evaluate_fit(
         p=p,
         ranked={"pe-risk": p, "logistic": p_lr, "Khorana": points["khorana"]},
         reference=reference,
+        missing_metrics=missing_metrics,
     )
 
 
@@ -145,6 +153,10 @@ def flat_metrics(evaluation: Evaluation) -> dict[str, float]:
         out[f"test_{k}"] = e.value
         out[f"test_{k}_ci_low"] = e.low
         out[f"test_{k}_ci_high"] = e.high
+    for k, e in evaluation.missing_metrics.items():
+        out[f"missing30_{k}"] = e.value
+        out[f"missing30_{k}_ci_low"] = e.low
+        out[f"missing30_{k}_ci_high"] = e.high
     for name, entry in evaluation.baselines.items():
         for k, e in entry.get("metrics", {}).items():
             out[f"{name}_{k}"] = e.value

@@ -100,18 +100,25 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     return float(np.abs(obs - pred).sum() / len(y))
 
 
-def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """Every metric of the module docstring for probabilities ``p`` and outcomes ``y`` (0/1)."""
+def core_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Discrimination and weak calibration (no smoothing): AUROC, AUPRC, Brier, intercept, slope."""
     y = y.astype(float)
-    brier = brier_score_loss(y, p)
-    prev = y.mean()
     return {
         "auroc": float(roc_auc_score(y, p)),
         "auprc": float(average_precision_score(y, p)),
-        "brier": float(brier),
-        "scaled_brier": float(1 - brier / (prev * (1 - prev))),
+        "brier": float(brier_score_loss(y, p)),
         "calibration_intercept": calibration_intercept(y, p),
         "calibration_slope": calibration_slope(y, p),
+    }
+
+
+def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Every metric of the module docstring for probabilities ``p`` and outcomes ``y`` (0/1)."""
+    core = core_metrics(y, p)
+    prev = y.mean()
+    return {
+        **core,
+        "scaled_brier": float(1 - core["brier"] / (prev * (1 - prev))),
         **calibration_errors(y, p),
         "ece": ece(y, p),
     }

@@ -59,6 +59,23 @@ def train(
     max_intercept: Annotated[
         float, typer.Option(help="Gate: largest |calibration intercept|.")
     ] = 0.1,
+    missing_max_intercept: Annotated[
+        float,
+        typer.Option(
+            help="Gate: largest |calibration intercept| with 30 % of optional fields removed."
+        ),
+    ] = 0.1,
+    missing_slope: Annotated[
+        tuple[float, float],
+        typer.Option(help="Gate: calibration slope range with 30 % of optional fields removed."),
+    ] = (0.85, 1.15),
+    masked_copies: Annotated[
+        int,
+        typer.Option(
+            help="Masked copies of each training row that teach the model what unknown means.",
+            min=0,
+        ),
+    ] = 1,
     champion_tolerance: Annotated[
         float,
         typer.Option(
@@ -105,12 +122,19 @@ def train(
         typer.echo(f"error: cannot read {data}: {exc}", err=True)
         raise typer.Exit(2) from None
     config = TrainConfig(
-        seed=seed, tune_trials=tune, holdout_site=holdout_site, holdout_after=holdout_after
+        seed=seed,
+        tune_trials=tune,
+        holdout_site=holdout_site,
+        holdout_after=holdout_after,
+        masked_copies=masked_copies,
     )
     gate = Gate(
         min_slope=min_slope,
         max_slope=max_slope,
         max_abs_intercept=max_intercept,
+        missing_min_slope=missing_slope[0],
+        missing_max_slope=missing_slope[1],
+        missing_max_abs_intercept=missing_max_intercept,
         champion_tolerance=None if champion_tolerance < 0 else champion_tolerance,
     )
     try:

@@ -10,9 +10,13 @@ The recipe (design.md, "Model"):
    validation; TRIPOD+AI item 16).
 3. XGBoost on the feature specification (names, order and monotone constraints from
    ``features.spec``; missing values kept missing), early stopping on the slice; an
-   optional Optuna search over the usual hyper-parameters.
+   optional Optuna search over the usual hyper-parameters. Unknown values are taught and
+   bounded as ``training.unknowns`` says: every split is fitted on the rows and a masked
+   copy of them, every field that can be unknown gets a monotone direction (declared, or
+   from a first fit), and no split keeps a branch for missing values alone.
 4. The calibration map ``logit(p) = a·margin + b`` is fitted by unpenalised logistic
-   regression on the calibration split, which the booster never saw (Platt scaling).
+   regression on the calibration split and its masked copy, which the booster never saw
+   (Platt scaling).
 5. A logistic regression on the same features is fitted as a baseline.
 """
 
@@ -35,6 +39,7 @@ from features.build import feature_matrix
 from features.spec import MODEL_FEATURE_NAMES, MONOTONE_CONSTRAINTS
 from features.table import RowIssue, TableReport
 from models.artifact import Calibration, PERiskModel
+from training import unknowns
 
 Progress = Callable[[str], None]
 
@@ -72,6 +77,7 @@ class TrainConfig:
     holdout_site: str | None = None
     holdout_after: str | None = None  # ISO date: rows on/after it are the test split
     tune_trials: int = 0
+    masked_copies: int = 1  # masked copies of each row that teach what unknown means
     max_rounds: int = 3000
     early_stopping_rounds: int = 100
     min_events: int = 20  # per split, events and non-events alike
@@ -116,6 +122,7 @@ class Fitted:
     y: np.ndarray
     params: dict[str, Any]
     best_iteration: int
+    constraints: dict[str, int] = field(default_factory=dict)
 
 
 def check_table(report: TableReport, config: TrainConfig) -> np.ndarray:
@@ -209,21 +216,46 @@ def _split(
     return a, b
 
 
+@dataclass(frozen=True)
+class FitData:
+    """The matrices the booster is fitted on: training rows and the early-stopping slice,
+    each followed by its masked copies (``training.unknowns``)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    n_train: int  # the training rows themselves: the first n_train of x_train
+
+    @classmethod
+    def of(
+        cls,
+        columns: dict[str, np.ndarray],
+        y: np.ndarray,
+        splits: Splits,
+        config: TrainConfig,
+    ) -> FitData:
+        rng = np.random.default_rng([config.seed, 3])
+        names, copies = MODEL_FEATURE_NAMES, config.masked_copies
+        xt, yt = unknowns.with_masked_copies(columns, splits.train, y, rng, names, copies)
+        xv, yv = unknowns.with_masked_copies(columns, splits.valid, y, rng, names, copies)
+        return cls(xt, yt, xv, yv, len(splits.train))
+
+
 def fit_booster(
-    x: np.ndarray,
-    y: np.ndarray,
-    splits: Splits,
+    data: FitData,
     params: dict[str, Any],
     config: TrainConfig,
+    constraints: dict[str, int],
     progress: Progress | None = None,
 ) -> tuple[xgb.Booster, float]:
     """Monotone XGBoost with early stopping; returns the booster and its best validation log-loss."""
     names = list(MODEL_FEATURE_NAMES)
-    dtrain = xgb.DMatrix(x[splits.train], y[splits.train], feature_names=names, missing=np.nan)
-    dvalid = xgb.DMatrix(x[splits.valid], y[splits.valid], feature_names=names, missing=np.nan)
+    dtrain = xgb.DMatrix(data.x_train, data.y_train, feature_names=names, missing=np.nan)
+    dvalid = xgb.DMatrix(data.x_valid, data.y_valid, feature_names=names, missing=np.nan)
     full = {
         **params,
-        "monotone_constraints": {n: c for n, c in MONOTONE_CONSTRAINTS.items() if c},
+        "monotone_constraints": {n: c for n, c in constraints.items() if c},
         "seed": config.seed,
         "nthread": config.nthread,
     }
@@ -241,6 +273,20 @@ def fit_booster(
     return booster, float(booster.eval(dvalid).split(":")[-1])
 
 
+def directions(
+    data: FitData, params: dict[str, Any], config: TrainConfig
+) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
+    """The monotone constraints of the fit: the declared ones, and for each feature that can
+    be unknown without a declared direction, the sign of its effect in a first fit."""
+    pilot, _ = fit_booster(data, params, config, dict(MONOTONE_CONSTRAINTS))
+    free = unknowns.free_directions(
+        pilot, data.x_train[: data.n_train], MODEL_FEATURE_NAMES, MONOTONE_CONSTRAINTS
+    )
+    constraints = dict(MONOTONE_CONSTRAINTS)
+    constraints.update({k: int(v["direction"]) for k, v in free.items()})
+    return constraints, free
+
+
 class _Progress(xgb.callback.TrainingCallback):
     def __init__(self, progress: Progress, every: int) -> None:
         self.progress, self.every = progress, every
@@ -253,9 +299,8 @@ class _Progress(xgb.callback.TrainingCallback):
 
 
 def tune(
-    x: np.ndarray,
-    y: np.ndarray,
-    splits: Splits,
+    data: FitData,
+    constraints: dict[str, int],
     config: TrainConfig,
     on_trial: Callable[[int, dict[str, Any], float], None] | None = None,
     progress: Progress | None = None,
@@ -276,7 +321,7 @@ def tune(
             "lambda": trial.suggest_float("lambda", 0.1, 20.0, log=True),
             "alpha": trial.suggest_float("alpha", 1e-3, 5.0, log=True),
         }
-        _, loss = fit_booster(x, y, splits, params, config)
+        _, loss = fit_booster(data, params, config, constraints)
         if on_trial:
             on_trial(trial.number, params, loss)
         if progress:
@@ -326,28 +371,43 @@ def fit(
     sizes = ", ".join(f"{k} {v['rows']} ({v['events']} events)" for k, v in splits.sizes(y).items())
     say(f"splits ({splits.strategy}): {sizes}")
     x = feature_matrix(report.columns, MODEL_FEATURE_NAMES)
+    data = FitData.of(report.columns, y, splits, config)
 
     params = dict(config.params)
+    say("choosing a direction for each feature that can be unknown (a first fit)")
+    constraints, free = directions(data, params, config)
     if config.tune_trials:
         say(f"tuning: {config.tune_trials} Optuna trials")
-        params = tune(x, y, splits, config, on_trial=on_trial, progress=say)
-    say("fitting the booster (early stopping on the validation slice)")
-    booster, loss = fit_booster(x, y, splits, params, config, progress=say)
-    say(f"  {booster.num_boosted_rounds()} trees, validation log-loss {loss:.5f}")
+        params = tune(data, constraints, config, on_trial=on_trial, progress=say)
+    say(f"fitting the booster on {len(data.y_train)} rows with masked copies (early stopping)")
+    booster, loss = fit_booster(data, params, config, constraints, progress=say)
+    booster, turned = unknowns.route_unknowns_with_known(booster, data.x_train, MODEL_FEATURE_NAMES)
+    say(
+        f"  {booster.num_boosted_rounds()} trees, validation log-loss {loss:.5f}; "
+        f"{turned} splits turned so that unknown values follow known ones"
+    )
 
     cal = splits.calibration
-    dcal = xgb.DMatrix(x[cal], feature_names=list(MODEL_FEATURE_NAMES), missing=np.nan)
-    calibration = fit_calibration(booster.predict(dcal, output_margin=True), y[cal])
+    rng = np.random.default_rng([config.seed, 4])
+    x_cal, y_cal = unknowns.with_masked_copies(
+        report.columns, cal, y, rng, MODEL_FEATURE_NAMES, config.masked_copies
+    )
+    dcal = xgb.DMatrix(x_cal, feature_names=list(MODEL_FEATURE_NAMES), missing=np.nan)
+    calibration = fit_calibration(booster.predict(dcal, output_margin=True), y_cal)
     say(f"calibration map: logit(p) = {calibration.a:.4f}·margin {calibration.b:+.4f}")
+    info = {
+        **(info or {}),
+        "unknowns": unknowns.unknown_summary(free, turned, config.masked_copies),
+    }
 
     model = PERiskModel(
         booster=booster,
         feature_names=MODEL_FEATURE_NAMES,
         calibration=calibration,
-        monotone=dict(MONOTONE_CONSTRAINTS),
+        monotone=constraints,
         horizon_days=horizon_days,
-        info=dict(info or {}),
+        info=info,
     )
     say("fitting the logistic-regression comparison model")
     logistic = fit_logistic(x[splits.train], y[splits.train])
-    return Fitted(model, logistic, splits, x, y, params, booster.num_boosted_rounds())
+    return Fitted(model, logistic, splits, x, y, params, booster.num_boosted_rounds(), constraints)

@@ -119,7 +119,9 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
         "observations": bundles.bundle(
             [x for x in resources if x["resourceType"] == "Observation"], "searchset"
         ),
-        "medicationRequests": None,
+        "medicationRequests": bundles.bundle(
+            [x for x in resources if x["resourceType"] == "MedicationRequest"], "searchset"
+        ),
         "medicationStatements": None,
         "procedures": None,
     }
