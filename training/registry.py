@@ -74,43 +74,15 @@ class Gate:
                     m["auroc"].low > base.value,
                 )
             )
-        slope = m["calibration_slope"].value
-        checks.append(
-            _check(
-                "calibration slope",
-                slope,
-                f"in [{self.min_slope}, {self.max_slope}]",
-                self.min_slope <= slope <= self.max_slope,
-            )
+        checks += _calibration_checks(
+            m, "", (self.min_slope, self.max_slope), self.max_abs_intercept
         )
-        icpt = m["calibration_intercept"].value
-        checks.append(
-            _check(
-                "calibration intercept",
-                icpt,
-                f"|·| ≤ {self.max_abs_intercept}",
-                abs(icpt) <= self.max_abs_intercept,
-            )
-        )
-        incomplete = evaluation.missing_metrics
-        if incomplete:
-            slope = incomplete["calibration_slope"].value
-            checks.append(
-                _check(
-                    f"calibration slope, {REMOVED}",
-                    slope,
-                    f"in [{self.missing_min_slope}, {self.missing_max_slope}]",
-                    self.missing_min_slope <= slope <= self.missing_max_slope,
-                )
-            )
-            icpt = incomplete["calibration_intercept"].value
-            checks.append(
-                _check(
-                    f"calibration intercept, {REMOVED}",
-                    icpt,
-                    f"|·| ≤ {self.missing_max_abs_intercept}",
-                    abs(icpt) <= self.missing_max_abs_intercept,
-                )
+        if evaluation.missing_metrics:
+            checks += _calibration_checks(
+                evaluation.missing_metrics,
+                f", {REMOVED}",
+                (self.missing_min_slope, self.missing_max_slope),
+                self.missing_max_abs_intercept,
             )
         champ = evaluation.champion
         if self.champion_tolerance is not None and champ and "auroc" in champ:
@@ -123,6 +95,24 @@ class Gate:
                 )
             )
         return GateResult(all(c["passed"] for c in checks), checks, asdict(self))
+
+
+def _calibration_checks(
+    metrics: dict[str, Any], suffix: str, slope: tuple[float, float], max_intercept: float
+) -> list[dict[str, Any]]:
+    """The calibration slope in ``slope`` and |intercept| ≤ ``max_intercept``."""
+    b, a = metrics["calibration_slope"].value, metrics["calibration_intercept"].value
+    return [
+        _check(
+            f"calibration slope{suffix}",
+            b,
+            f"in [{slope[0]}, {slope[1]}]",
+            slope[0] <= b <= slope[1],
+        ),
+        _check(
+            f"calibration intercept{suffix}", a, f"|·| ≤ {max_intercept}", abs(a) <= max_intercept
+        ),
+    ]
 
 
 def _check(name: str, value: float | None, rule: str, passed: bool) -> dict[str, Any]:
