@@ -21,6 +21,9 @@ from tests.processes import server_process
 pytestmark = [pytest.mark.service, pytest.mark.integration]
 
 TOKEN = "server-test-token"
+#: one client for the real-server calls: on a busy 2-core machine a first answer (the FHIR
+#: models, a cold worker) can take longer than httpx's 5-second default
+HTTP = httpx.Client(timeout=60.0)
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,14 +65,13 @@ def test_the_built_bento_serves_on_its_own(served_state, tmp_path) -> None:
     elsewhere.mkdir()
     env["PE_RISK_STATE_DIR"] = str(tmp_path / "state")
     with bentoml_serve(tag, env, elsewhere, tmp_path / "bento.log") as url:
-        answer = httpx.post(f"{url}/predict", json=base_record(), timeout=30)
+        answer = HTTP.post(f"{url}/predict", json=base_record())
         assert answer.status_code == 200, answer.text
         assert answer.json()["model"]["synthetic_data"] is True
-        fhir = httpx.post(
+        fhir = HTTP.post(
             f"{url}/fhir/risk-assessment?index_date={bundles.INDEX}",
             json=bundles.bundle(bundles.typical_patient("bento-1")),
             headers={"content-type": "application/fhir+json"},
-            timeout=30,
         )
         assert fhir.status_code == 200, fhir.text
         assert fhir.json()["resourceType"] == "RiskAssessment"
@@ -79,18 +81,18 @@ def test_the_built_bento_serves_on_its_own(served_state, tmp_path) -> None:
 def test_real_server_predicts_and_exposes_metrics(server) -> None:
     url, _ = server
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    r = httpx.post(f"{url}/predict", json=base_record(d_dimer=1.4, patient_id="P-1"), headers=auth)
+    r = HTTP.post(f"{url}/predict", json=base_record(d_dimer=1.4, patient_id="P-1"), headers=auth)
     assert r.status_code == 200 and 0 < r.json()["probability"] < 1
-    assert httpx.post(f"{url}/predict", json=base_record()).status_code == 401
-    bad = httpx.post(
+    assert HTTP.post(f"{url}/predict", json=base_record()).status_code == 401
+    bad = HTTP.post(
         f"{url}/predict",
         content=b"{" * 100_000,
         headers={**auth, "content-type": "application/json"},
     )
     assert bad.status_code == 400
-    metrics = httpx.get(f"{url}/metrics", headers=auth)
+    metrics = HTTP.get(f"{url}/metrics", headers=auth)
     assert metrics.status_code == 200 and "bentoml_service_request_total" in metrics.text
-    page = httpx.post(f"{url}/report", json=base_record(d_dimer=1.4), headers=auth)
+    page = HTTP.post(f"{url}/report", json=base_record(d_dimer=1.4), headers=auth)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<svg" in page.text and "SYNTHETIC" in page.text
 
@@ -99,14 +101,14 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
     url, _ = server
     auth = {"Authorization": f"Bearer {TOKEN}"}
     doc = bundles.bundle(bundles.typical_patient("srv-1"))
-    r = httpx.post(
+    r = HTTP.post(
         f"{url}/fhir/risk-assessment?index_date={bundles.INDEX}",
         json=doc,
         headers={**auth, "content-type": "application/fhir+json"},
     )
     assert r.status_code == 200 and r.json()["resourceType"] == "RiskAssessment"
     probability = r.json()["prediction"][0]["probabilityDecimal"]
-    discovery = httpx.get(f"{url}/cds-services", headers=auth).json()
+    discovery = HTTP.get(f"{url}/cds-services", headers=auth).json()
     assert {s["id"] for s in discovery["services"]} == {"pe-risk", "pe-risk-ctpa"}
     # A CDS Hooks call is assessed on the server's own day: the same patient, dated so that
     # every value has the age it had at INDEX, gets the same estimate.
@@ -131,22 +133,22 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
         "context": {"userId": "Practitioner/1", "patientId": "srv-1"},
         "prefetch": prefetch,
     }
-    cards = httpx.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"]
+    cards = HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"]
     assert len(cards) == 1 and cards[0]["summary"].startswith("PE risk")
     assert f"{100 * probability:.1f} %" in cards[0]["summary"]
-    page = httpx.get(cards[0]["links"][0]["url"])  # a browser: no API token, the link is its own
+    page = HTTP.get(cards[0]["links"][0]["url"])  # a browser: no API token, the link is its own
     assert page.status_code == 200 and "SYNTHETIC" in page.text
     assert 0 < probability < 1
 
 
 def test_identifiers_never_reach_the_server_log(server) -> None:
     url, log_path = server
-    httpx.post(
+    HTTP.post(
         f"{url}/predict",
         json=base_record(patient_id="SECRET-MRN-77"),
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
-    httpx.post(
+    HTTP.post(
         f"{url}/predict",
         json=base_record(patient_id="SECRET-MRN-78", stage="9"),
         headers={"Authorization": f"Bearer {TOKEN}"},
@@ -170,6 +172,8 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_pa
             f"Authorization: Bearer {TOKEN}",
             "--seed",
             "7",
+            "--request-timeout",
+            "60",
             "--no-color",
         ],
         capture_output=True,
