@@ -9,8 +9,17 @@ abstract, [S] secondary source only, [U] unverified: each docstring below says w
 
 Missing inputs: an item whose input is unknown scores 0 and is listed in
 ``missing``; ``max_points`` is what the score would be if every missing item were
-positive, and ``complete`` says whether the category could change. Every patient in
-the record has active lung cancer, so malignancy items always score.
+positive, and ``category_certain`` says whether the category could change. A flag that
+reads a score uses that certainty (``features.recommend``).
+
+Active cancer is not "always": each score's malignancy item follows its own published
+definition (``active_cancer``), read from the treatment fields, ``days_since_surgery``,
+``months_since_diagnosis`` and the stage, and is unknown when the record cannot tell. A
+stage I patient diagnosed 36 months ago, operated on 1,000 days ago and untreated since
+scores 0 on every one of them.
+
+Published risks carry their horizon (``horizon_days``: 0 = prevalence at the work-up),
+so that a 12-month figure is never read beside pe-risk's 180-day estimate as a 6-month one.
 
 The diagnostic rules (Wells, revised Geneva, YEARS, age-adjusted D-dimer, PERC) are
 validated only when PE is suspected: they are computed for every record, and
@@ -24,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from features import thresholds as th
 
 Columns = Mapping[str, np.ndarray]
 Test = Callable[[Columns], tuple[np.ndarray, np.ndarray]]  # (positive, known)
@@ -139,6 +150,83 @@ def male_uncontrolled_hypertension(c: Columns) -> tuple[np.ndarray, np.ndarray]:
     return pos, ~male | ~np.isnan(sbp)
 
 
+#: anticancer treatment fields (current, or within the last 3 months: data contract)
+TREATMENTS = ("chemotherapy", "egfr_tki", "anti_angiogenic", "immunotherapy", "radiotherapy")
+_CANCER_FIELDS = (*TREATMENTS, "days_since_surgery", "months_since_diagnosis", "stage")
+
+
+def active_cancer(
+    *,
+    treated_within_days: float | None,
+    diagnosed_within_months: float | None,
+    stage_iv: str,
+) -> Test:
+    """Active cancer as one score defines it, from what the record says.
+
+    Positive when a treatment field is true, thoracic surgery was within
+    ``treated_within_days``, the diagnosis within ``diagnosed_within_months``, or (with
+    ``stage_iv="positive"``) the disease is stage IV, treated with palliative intent.
+    Known negative only when every treatment field is false, any surgery was longer ago,
+    the diagnosis is older and (unless ``stage_iv="ignored"``) the stage is I–III. With
+    ``stage_iv="unknown"``, stage IV without treatment stays unknown (it may be progressive).
+    """
+
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        on = np.logical_or.reduce([c[f] == 1 for f in TREATMENTS])
+        off = np.logical_and.reduce([c[f] == 0 for f in TREATMENTS])
+        pos, neg = on, off
+        if treated_within_days is not None:
+            d = c["days_since_surgery"]
+            with np.errstate(invalid="ignore"):
+                recent = ~np.isnan(d) & (d <= treated_within_days)  # absent = no surgery
+            pos, neg = pos | recent, neg & ~recent
+        if diagnosed_within_months is not None:
+            m = c["months_since_diagnosis"]
+            with np.errstate(invalid="ignore"):
+                pos, neg = pos | (m <= diagnosed_within_months), neg & (m > diagnosed_within_months)
+        iv = c["stage"] == "IV"
+        if stage_iv == "positive":
+            pos = pos | iv
+        if stage_iv != "ignored":
+            neg = neg & ~iv
+        return pos, pos | neg
+
+    return test
+
+
+def raised_troponin(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """hs-cTnT above 14 ng/L (≥45 ng/L from 75 years), or hs-cTnI above the sex-specific 99th
+    percentile (16 ng/L women, 34 ng/L men); known when either assay was measured."""
+    tnt, tni = c["troponin"], c["troponin_i"]
+    old, male = c["age"] >= 75, c["sex"] == "male"
+    with np.errstate(invalid="ignore"):
+        t_pos = np.where(old, tnt >= th.HS_TNT_FROM_75.value, tnt > th.HS_TNT.value)
+        i_pos = tni > np.where(male, th.HS_TNI_MEN.value, th.HS_TNI_WOMEN.value)
+    t_known, i_known = ~np.isnan(tnt), ~np.isnan(tni)
+    pos = (t_known & t_pos) | (i_known & i_pos)
+    return pos, pos | t_known | i_known
+
+
+def creatinine_clearance(c: Columns) -> np.ndarray:
+    """Cockcroft–Gault creatinine clearance in mL/min: (140 − age) × weight / (72 × Scr in
+    mg/dL), × 0.85 for women (Cockcroft DW, Gault MH, Nephron 1976;16:31); NaN when
+    weight or creatinine is unknown."""
+    scr = c["creatinine"] / 88.4
+    female = np.where(c["sex"] == "female", 0.85, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (140 - c["age"]) * c["body_weight"] / (72 * scr) * female
+
+
+def clearance_below(cut: float) -> Test:
+    def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
+        crcl = creatinine_clearance(c)
+        known = ~np.isnan(crcl)
+        with np.errstate(invalid="ignore"):
+            return known & (crcl < cut), known
+
+    return test
+
+
 def points_above(score: Score, cut: float) -> Test:
     """Another score's points strictly above ``cut`` (ONKOTEV's 'Khorana >2')."""
 
@@ -169,6 +257,17 @@ class Band:
     hi: float  # inclusive
     risk: float | None = None  # published risk as a proportion
     risk_text: str = ""  # what that risk is (outcome, horizon, cohort)
+    horizon_days: int | None = None  # the horizon of ``risk``; 0 = prevalence at the work-up
+    points: str | None = None  # the points as the paper words them, where not "lo–hi"
+
+    def rule(self, last: bool) -> str:
+        """The points of the band, as a reader checks them: "0", "1–2", "≥3" ("" where the
+        category already is the points)."""
+        if self.points is not None:
+            return self.points
+        if last:
+            return f"≥{self.lo:g}"
+        return f"{self.lo:g}" if self.lo == self.hi else f"{self.lo:g}–{self.hi:g}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +286,7 @@ class Score:
     bands: tuple[Band, ...]
     source: str
     diagnostic: bool = False  # applies only when PE is suspected
+    on_anticoagulation: bool = False  # validated only in patients on anticoagulation
     note: str = ""
 
     def evaluate(self, c: Columns) -> ScoreArrays:
@@ -213,6 +313,7 @@ class Score:
         row: int = 0,
         *,
         suspected: bool | None = None,
+        anticoagulated: bool | None = None,
         arrays: ScoreArrays | None = None,
     ) -> dict[str, Any]:
         """The JSON-ready result for one row of ``c`` (``arrays``: ``evaluate(c)``, if done)."""
@@ -224,8 +325,10 @@ class Score:
             "points": pts,
             "max_points": mx,
             "category": band.category,
+            "category_rule": band.rule(band is self.bands[-1]),
             "published_risk": band.risk,
             "risk_text": band.risk_text,
+            "horizon_days": band.horizon_days,
             "complete": not any(a.missing[i.name][row] for i in self.items),
             "category_certain": band.category == self.band(mx).category,
             "missing": [i.name for i in self.items if a.missing[i.name][row]],
@@ -238,7 +341,8 @@ class Score:
                 }
                 for i in self.items
             ],
-            "applicable": _applicable(self.diagnostic, suspected),
+            "applicable": _applicable(self.diagnostic, suspected)
+            and (not self.on_anticoagulation or anticoagulated is True),
             "source": self.source,
             **({"note": self.note} if self.note else {}),
         }
@@ -248,72 +352,92 @@ def _applicable(diagnostic: bool, suspected: bool | None) -> bool:
     return (not diagnostic) or bool(suspected)
 
 
+SIX_MONTHS, TWELVE_MONTHS, THREE_MONTHS, THIRTY_DAYS, AT_WORK_UP = 182, 365, 91, 30, 0
+
 _KHORANA_ITEMS = (
     Item("Lung cancer (high-risk site)", 1, always),
-    Item("Platelets ≥350 ×10⁹/L", 1, compare("platelets", ">=", 350), ("platelets",)),
     Item(
-        "Haemoglobin <100 g/L or erythropoiesis-stimulating agent",
+        f"Platelets ≥{th.PLATELETS_HIGH.value:g} ×10⁹/L",
         1,
-        any_of(compare("hemoglobin", "<", 100), is_true("esa_use")),
+        compare("platelets", ">=", th.PLATELETS_HIGH.value),
+        ("platelets",),
+    ),
+    Item(
+        f"Haemoglobin <{th.HEMOGLOBIN_LOW.value:g} g/L or erythropoiesis-stimulating agent",
+        1,
+        any_of(compare("hemoglobin", "<", th.HEMOGLOBIN_LOW.value), is_true("esa_use")),
         ("hemoglobin", "esa_use"),
     ),
-    Item("Leukocytes >11 ×10⁹/L", 1, compare("leukocytes", ">", 11), ("leukocytes",)),
+    Item(
+        f"Leukocytes >{th.LEUKOCYTES_HIGH.value:g} ×10⁹/L",
+        1,
+        compare("leukocytes", ">", th.LEUKOCYTES_HIGH.value),
+        ("leukocytes",),
+    ),
 )
-_BMI = Item("BMI ≥35 kg/m²", 1, compare("bmi", ">=", 35), ("bmi",))
+_BMI = Item(
+    f"BMI ≥{th.BMI_HIGH.value:g} kg/m²", 1, compare("bmi", ">=", th.BMI_HIGH.value), ("bmi",)
+)
 
+_MULDER = "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)"
 KHORANA = Score(
     "khorana",
     "Khorana score",
     (*_KHORANA_ITEMS, _BMI),
     (
-        Band("low", 0, 0, 0.050, "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)"),
-        Band(
-            "intermediate",
-            1,
-            2,
-            0.066,
-            "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)",
-        ),
-        Band("high", 3, 6, 0.110, "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)"),
+        Band("low", 0, 0, 0.050, _MULDER, SIX_MONTHS),
+        Band("intermediate", 1, 2, 0.066, _MULDER, SIX_MONTHS),
+        Band("high", 3, 6, 0.110, _MULDER, SIX_MONTHS),
     ),
-    "Khorana AA et al. Blood 2008;111:4902 [V]; risks: Mulder FI et al. Haematologica 2019;104:1277 [V]",
+    th.KHORANA + "; risks: Mulder FI et al. Haematologica 2019;104:1277 [V]",
     note="In lung cancer the Khorana score barely discriminates (AUC 0.55–0.57; van Es 2020, "
     "Cancers 2024)",
 )
-"""Khorana score (Khorana 2008 [V]). Lung scores 1 from the site item alone."""
+"""Khorana score (Khorana 2008 [V]): 0 low, 1–2 intermediate, ≥3 high. Lung scores 1 from
+the site item alone."""
 
-_CATS_RISK = "6-month VTE in the Vienna CATS cohort (Ay 2010)"
+_CATS_RISK = "6-month cumulative VTE in the Vienna CATS cohort (Ay 2010)"
+_CATS_RISK_S = _CATS_RISK + " [S]"
 VIENNA_CATS = Score(
     "vienna_cats",
     "Vienna CATS score",
     (
         *_KHORANA_ITEMS,
         _BMI,
-        Item("D-dimer ≥1.44 mg/L FEU", 1, compare("d_dimer", ">=", 1.44), ("d_dimer",)),
         Item(
-            "Soluble P-selectin ≥53.1 ng/mL",
+            f"D-dimer ≥{th.D_DIMER_CATS.value:g} mg/L FEU",
             1,
-            compare("soluble_p_selectin", ">=", 53.1),
+            compare("d_dimer", ">=", th.D_DIMER_CATS.value),
+            ("d_dimer",),
+        ),
+        Item(
+            f"Soluble P-selectin ≥{th.P_SELECTIN_CATS.value:g} ng/mL",
+            1,
+            compare("soluble_p_selectin", ">=", th.P_SELECTIN_CATS.value),
             ("soluble_p_selectin",),
         ),
     ),
     (
-        Band("low", 0, 0, 0.010, _CATS_RISK),
-        Band("low", 1, 1, 0.044, _CATS_RISK),
-        Band("intermediate", 2, 2, 0.035, _CATS_RISK),
-        Band("high", 3, 3, 0.103, _CATS_RISK),
-        Band("high", 4, 4, 0.203, _CATS_RISK),
-        Band("high", 5, 8, 0.350, _CATS_RISK),
+        Band("lowest", 0, 0, 0.010, _CATS_RISK, SIX_MONTHS),
+        Band("score 1", 1, 1, 0.044, _CATS_RISK_S, SIX_MONTHS, ""),
+        Band("score 2", 2, 2, 0.035, _CATS_RISK_S, SIX_MONTHS, ""),
+        Band("intermediate", 3, 3, 0.103, _CATS_RISK, SIX_MONTHS),
+        Band("score 4", 4, 4, 0.203, _CATS_RISK_S, SIX_MONTHS, ""),
+        Band("highest", 5, 8, 0.350, _CATS_RISK, SIX_MONTHS),
     ),
-    "Ay C et al. Blood 2010;116:5377 [V]; cut-offs and per-point risks for 1, 2 and 4 points "
-    "from practical-haemostasis.com [S]",
-    note="Units taken as µg/mL (= mg/L) FEU for D-dimer and ng/mL for sP-selectin; the original "
-    "could not be checked for the unit [U]",
+    "Ay C et al. Blood 2010;116:5377 [V]: score 0 → 1.0 %, 3 (intermediate) → 10.3 %, ≥5 "
+    "(highest) → 35.0 % at 6 months; cut-offs and the risks for 1, 2 and 4 points from "
+    "practical-haemostasis.com [S]",
+    note="Categories are the paper's own (lowest 0, intermediate 3, highest ≥5), not the "
+    "'≥3 high' convention of later comparisons (van Es 2017); units taken as mg/L FEU and ng/mL "
+    "[U]",
 )
 """Vienna CATS: Khorana + D-dimer ≥1.44 µg/mL + sP-selectin ≥53.1 ng/mL (Ay 2010 [V]).
 
-Not confirmed against the original: the assay units (secondary tables disagree; taken as
-mg/L FEU and ng/mL) and the risks for 1, 2 and 4 points ([S]); ≥3 = high (van Es 2017 [V]).
+The categories and risks are Ay's: 1.0 % (0), 10.3 % (3, intermediate) and 35.0 % (≥5,
+highest) at 6 months [V]; 4.4, 3.5 and 20.3 % for 1, 2 and 4 points [S]. Not confirmed
+against the original: the assay units (secondary tables disagree; taken as mg/L FEU and
+ng/mL).
 """
 
 COMPASS_CAT = Score(
@@ -324,7 +448,7 @@ COMPASS_CAT = Score(
         Item(
             "Cancer diagnosed ≤6 months ago",
             4,
-            compare("months_since_diagnosis", "<=", 6),
+            compare("months_since_diagnosis", "<=", th.RECENT_DIAGNOSIS_MONTHS.value),
             ("months_since_diagnosis",),
         ),
         Item(
@@ -342,15 +466,33 @@ COMPASS_CAT = Score(
             ("recent_hospitalization",),
         ),
         Item("Personal history of VTE", 1, is_true("prior_vte"), ("prior_vte",)),
-        Item("Platelets ≥350 ×10⁹/L", 2, compare("platelets", ">=", 350), ("platelets",)),
+        Item(
+            f"Platelets ≥{th.PLATELETS_HIGH.value:g} ×10⁹/L",
+            2,
+            compare("platelets", ">=", th.PLATELETS_HIGH.value),
+            ("platelets",),
+        ),
     ),
-    (Band("low-intermediate", 0, 6), Band("high", 7, 28)),
-    "Gerotziafas GT et al. Oncologist 2017;22:1222 [V]; item points from secondary tables [S]",
+    (
+        Band(
+            "low-intermediate",
+            0,
+            6,
+            0.0227,
+            "6-month VTE, external validation n=3,814 [S]",
+            SIX_MONTHS,
+        ),
+        Band("high", 7, 28, 0.0631, "6-month VTE, external validation n=3,814 [S]", SIX_MONTHS),
+    ),
+    "Gerotziafas GT et al. Oncologist 2017;22:1222 [V]; item points from secondary tables [S]; "
+    "risks: external validation (n=3,814; AUC 0.62) [S]",
     note="The record carries neither anthracycline/anti-hormonal therapy nor cardiovascular risk "
-    "factors: they are listed as missing; no published risk per category was retrieved",
+    "factors: they are listed as missing",
 )
-"""COMPASS-CAT (Gerotziafas 2017 [V]; points [S]); ≥7 = high. Items the record lacks are missing."""
+"""COMPASS-CAT (Gerotziafas 2017 [V]; points [S]); ≥7 = high; 6-month risks 2.27 % and 6.31 %
+from the external validation [S]. Items the record lacks are missing."""
 
+_ONKOTEV_RISK = "12-month cumulative VTE, ONKOTEV validation (ESMO 2021) [S]"
 ONKOTEV = Score(
     "onkotev",
     "ONKOTEV score",
@@ -371,15 +513,17 @@ ONKOTEV = Score(
         Item("Previous VTE", 1, is_true("prior_vte"), ("prior_vte",)),
     ),
     (
-        Band("0", 0, 0, 0.034, "VTE in ONKOTEV-2 validation (Cella 2023)"),
-        Band("1", 1, 1, 0.111, "VTE in ONKOTEV-2 validation (Cella 2023)"),
-        Band("2", 2, 2, 0.328, "VTE in ONKOTEV-2 validation (Cella 2023)"),
-        Band(">2", 3, 4, 0.273, "VTE in ONKOTEV-2 validation (Cella 2023)"),
+        Band("0", 0, 0, 0.037, _ONKOTEV_RISK, TWELVE_MONTHS, ""),
+        Band("1", 1, 1, 0.097, _ONKOTEV_RISK, TWELVE_MONTHS, ""),
+        Band("2", 2, 2, 0.194, _ONKOTEV_RISK, TWELVE_MONTHS, ""),
+        Band(">2", 3, 4, 0.339, _ONKOTEV_RISK, TWELVE_MONTHS, ""),
     ),
-    "Cella CA et al. Oncologist 2017;22:601 [V]; risks: Cella CA et al. JAMA Netw Open "
-    "2023;6:e230010 [V], proportions by score [S]",
+    "Cella CA et al. Oncologist 2017;22:601 [V] (Fine–Gray, death competing); 12-month "
+    "cumulative incidence 3.7 / 9.7 / 19.4 / 33.9 % by score from the ESMO 2021 validation [S]",
+    note="Published risks are 12-month cumulative incidences, not 6-month",
 )
-"""ONKOTEV (Cella 2017 [V]); the per-score proportions are from a secondary summary [S]."""
+"""ONKOTEV (Cella 2017 [V]); risks are the 12-month cumulative incidences of the ESMO 2021
+validation [S] (the earlier per-score proportions were crude, over up to 24 months)."""
 
 PROTECHT = Score(
     "protecht",
@@ -393,7 +537,8 @@ PROTECHT = Score(
         Item("Gemcitabine", 1, is_true("gemcitabine"), ("gemcitabine",)),
     ),
     (Band("low", 0, 2), Band("high", 3, 7)),
-    "Verso M et al. Intern Emerg Med 2012 [U]; items from Cancers 2020 (PMC7409200) [S]",
+    "Verso M et al. Intern Emerg Med 2012;7:291 [V via van Es 2017]; items from Cancers 2020 "
+    "(PMC7409200) [S]",
     note="Points (+1 each for platinum and gemcitabine) could not be checked against the original [U]",
 )
 """PROTECHT = Khorana + platinum + gemcitabine, +1 each [U]; ≥3 high (van Es 2017 [V])."""
@@ -428,25 +573,51 @@ WELLS = Score(
         ),
         Item("Previous DVT or PE", 1.5, is_true("prior_vte"), ("prior_vte",)),
         Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
-        Item("Malignancy", 1, always),
+        Item(
+            "Malignancy (on treatment, treated in the last 6 months, or palliative)",
+            1,
+            active_cancer(
+                treated_within_days=th.TREATED_WITHIN_DAYS.value,
+                diagnosed_within_months=None,
+                stage_iv="positive",
+            ),
+            _CANCER_FIELDS,
+        ),
     ),
     (
-        Band("low", 0, 1.5, 0.013, "PE prevalence, Wells 2001 [S]"),
-        Band("moderate", 2, 6, 0.162, "PE prevalence, Wells 2001 [U]"),
-        Band("high", 6.5, 12.5, 0.406, "PE prevalence, Wells 2001 [U]"),
+        Band("low", 0, 1.5, 0.013, "PE prevalence, Wells 2001 [S]", AT_WORK_UP, "<2"),
+        Band("moderate", 2, 6, 0.162, "PE prevalence, Wells 2001 [U]", AT_WORK_UP),
+        Band("high", 6.5, 12.5, 0.406, "PE prevalence, Wells 2001 [U]", AT_WORK_UP, ">6"),
     ),
     "Wells PS et al. Thromb Haemost 2000;83:416 [V]; prevalences Wells 2001 [S]/[U]",
     diagnostic=True,
-    note="The record holds thoracic surgery only; other surgery in the last 4 weeks is not seen",
+    note="The record holds thoracic surgery only; other surgery in the last 4 weeks is not seen. "
+    "Stage IV counts as palliative",
 )
 """Wells for PE (Wells 2000 [V]); three-tier <2 / 2–6 / >6, two-tier ≤4 unlikely / >4 likely.
 
+Malignancy: "on treatment, treated within 6 months, or palliative" (Wells 2000 [V]): a
+treatment field true, thoracic surgery within 182 days, or stage IV (palliative).
 Not confirmed: the moderate and high prevalences 16.2 % and 40.6 % ([U]).
 """
 
 WELLS_TWO_TIER = (
-    Band("PE unlikely", 0, 4, None, "PE prevalence 8–13 % across studies"),
-    Band("PE likely", 4.5, 12.5, None, "PE prevalence 37–56 % across studies"),
+    Band(
+        "PE unlikely",
+        0,
+        th.WELLS_UNLIKELY_MAX.value,
+        None,
+        "PE prevalence 8–13 % across studies",
+        AT_WORK_UP,
+    ),
+    Band(
+        "PE likely",
+        th.WELLS_UNLIKELY_MAX.value + 0.5,
+        12.5,
+        None,
+        "PE prevalence 37–56 % across studies",
+        AT_WORK_UP,
+    ),
 )
 
 REVISED_GENEVA = Score(
@@ -461,7 +632,16 @@ REVISED_GENEVA = Score(
             surgery_within(30),
             ("days_since_surgery",),
         ),
-        Item("Active malignancy", 2, always),
+        Item(
+            "Active malignancy, or considered cured less than 1 year ago",
+            2,
+            active_cancer(
+                treated_within_days=365,
+                diagnosed_within_months=th.CURED_WITHIN_MONTHS.value,
+                stage_iv="positive",
+            ),
+            _CANCER_FIELDS,
+        ),
         Item(
             "Unilateral lower-limb pain",
             3,
@@ -479,25 +659,37 @@ REVISED_GENEVA = Score(
         ),
     ),
     (
-        Band("low", 0, 3, 0.08, "PE prevalence [S]"),
-        Band("intermediate", 4, 10, 0.28, "PE prevalence [S]"),
-        Band("high", 11, 25, 0.74, "PE prevalence [S]"),
+        Band("low", 0, 3, 0.08, "PE prevalence (Le Gal 2006) [V]", AT_WORK_UP),
+        Band("intermediate", 4, 10, 0.28, "PE prevalence (Le Gal 2006) [V]", AT_WORK_UP),
+        Band("high", 11, 25, 0.74, "PE prevalence (Le Gal 2006) [V]", AT_WORK_UP),
     ),
-    "Le Gal G et al. Ann Intern Med 2006;144:165 [V]; prevalences from secondary sources [S]",
+    "Le Gal G et al. Ann Intern Med 2006;144:165 [V] (prevalences 8 / 28 / 74 %)",
     diagnostic=True,
 )
 """Revised Geneva (Le Gal 2006 [V]): 0–3 low, 4–10 intermediate, ≥11 high.
 
+Active malignancy: "solid or haematological, currently active or considered cured <1 year"
+[V]: treatment, surgery within a year, diagnosis within 12 months, or stage IV.
 ``max_points`` counts both heart-rate items when the rate is unknown, so it can exceed
 the true maximum of 22; the categories stay correct.
 """
 
+_ACTIVE_SPESI = active_cancer(
+    treated_within_days=None,
+    diagnosed_within_months=th.CURED_WITHIN_MONTHS.value,
+    stage_iv="positive",
+)
 SPESI = Score(
     "spesi",
     "Simplified PESI (30-day mortality if PE is confirmed)",
     (
         Item("Age >80 years", 1, compare("age", ">", 80), ("age",)),
-        Item("Cancer", 1, always),
+        Item(
+            "Cancer (active: diagnosed ≤12 months, under treatment, or metastatic)",
+            1,
+            _ACTIVE_SPESI,
+            _CANCER_FIELDS,
+        ),
         Item(
             "Chronic heart failure or chronic lung disease",
             1,
@@ -509,20 +701,31 @@ SPESI = Score(
         Item("SaO₂ <90 %", 1, compare("oxygen_saturation", "<", 90), ("oxygen_saturation",)),
     ),
     (
-        Band("low", 0, 0, 0.010, "30-day mortality (Jiménez 2010)"),
-        Band("high", 1, 6, 0.109, "30-day mortality (Jiménez 2010)"),
+        Band("low", 0, 0, 0.010, "30-day mortality (Jiménez 2010)", THIRTY_DAYS),
+        Band("high", 1, 6, 0.109, "30-day mortality (Jiménez 2010)", THIRTY_DAYS),
     ),
-    "Jiménez D et al. Arch Intern Med 2010 [V] (ERJ/ESC table)",
-    note="Prognosis after a confirmed PE; every patient with active lung cancer scores ≥1",
+    "Jiménez D et al. Arch Intern Med 2010 [V] (ERJ/ESC table); active cancer as in "
+    "clinical.md §1.13 [S]",
+    note="Prognosis after a confirmed PE, not the risk of PE",
 )
-"""sPESI (Jiménez 2010 [V]); heart failure is not in the record, so a COPD-free patient
+"""sPESI (Jiménez 2010 [V]); cancer counts when active (diagnosed within 12 months, under
+treatment, or metastatic [S]); heart failure is not in the record, so a COPD-free patient
 shows that item as missing."""
 
 VTE_BLEED = Score(
     "vte_bleed",
-    "VTE-BLEED (bleeding on anticoagulation)",
+    "VTE-BLEED (bleeding during stable anticoagulation)",
     (
-        Item("Active cancer", 2, always),
+        Item(
+            "Active cancer (diagnosed ≤6 months, recurrent or progressive, or treated ≤6 months)",
+            2,
+            active_cancer(
+                treated_within_days=th.TREATED_WITHIN_DAYS.value,
+                diagnosed_within_months=th.RECENT_DIAGNOSIS_MONTHS.value,
+                stage_iv="unknown",
+            ),
+            _CANCER_FIELDS,
+        ),
         Item(
             "Male with uncontrolled hypertension (SBP ≥140 mmHg)",
             1,
@@ -533,17 +736,24 @@ VTE_BLEED = Score(
         Item("History of bleeding", 1.5, never_recorded),
         Item("Age ≥60 years", 1.5, compare("age", ">=", 60), ("age",)),
         Item(
-            "Renal dysfunction (eGFR <60 mL/min)",
+            f"Renal dysfunction (creatinine clearance <{th.CRCL_BLEEDING.value:g} mL/min, "
+            "Cockcroft–Gault)",
             1.5,
-            compare("egfr_renal", "<", 60),
-            ("egfr_renal",),
+            clearance_below(th.CRCL_BLEEDING.value),
+            ("creatinine", "body_weight"),
         ),
     ),
-    (Band("low", 0, 1.5), Band("high", 2, 9)),
-    "Klok FA et al. Eur Respir J 2016 [V] (RE-COVER / Hokusai-VTE)",
-    note="≥2 = high bleeding risk, so every patient with active cancer is high risk",
+    (Band("low", 0, 1.5, points="<2"), Band("high", 2, 9)),
+    "Klok FA et al. Eur Respir J 2016 [V] (RE-COVER / Hokusai-VTE; Table 1: definitions)",
+    on_anticoagulation=True,
+    note="Validated for major bleeding during stable anticoagulation (after the first 30 days); "
+    "information only, not a reason to withhold treatment",
 )
-"""VTE-BLEED (Klok 2016 [V]) with the original weights."""
+"""VTE-BLEED (Klok 2016 [V]) with the original weights and definitions: active cancer is
+diagnosed ≤6 months, recently recurrent or progressive, or treated ≤6 months (stage IV
+without treatment stays unknown: it may be progressive); renal dysfunction is a
+Cockcroft–Gault creatinine clearance <60 mL/min (needs ``body_weight``), not eGFR per
+1.73 m². It applies to patients on anticoagulation."""
 
 RIETE = Score(
     "riete_bleeding",
@@ -557,17 +767,34 @@ RIETE = Score(
             ("creatinine",),
         ),
         Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia, ("hemoglobin",)),
-        Item("Cancer", 1, always),
+        Item(
+            "Cancer (active: diagnosed ≤12 months, under treatment, or metastatic)",
+            1,
+            _ACTIVE_SPESI,
+            _CANCER_FIELDS,
+        ),
         Item("Clinically overt PE", 1, never_recorded),
         Item("Age >75 years", 1, compare("age", ">", 75), ("age",)),
     ),
     (
-        Band("low", 0, 0, 0.003, "3-month major bleeding (Ruíz-Giménez 2008)"),
-        Band("intermediate", 0.5, 4, 0.026, "3-month major bleeding (Ruíz-Giménez 2008)"),
-        Band("high", 4.5, 8, 0.073, "3-month major bleeding (Ruíz-Giménez 2008)"),
+        Band("low", 0, 0, 0.003, "3-month major bleeding (Ruíz-Giménez 2008)", THREE_MONTHS),
+        Band(
+            "intermediate",
+            0.5,
+            4,
+            0.026,
+            "3-month major bleeding (Ruíz-Giménez 2008)",
+            THREE_MONTHS,
+            "1–4",
+        ),
+        Band(
+            "high", 4.5, 8, 0.073, "3-month major bleeding (Ruíz-Giménez 2008)", THREE_MONTHS, ">4"
+        ),
     ),
-    "Ruíz-Giménez N et al. Thromb Haemost 2008 [V] (abstract)",
-    note="'Clinically overt PE' counts once PE is confirmed; the record cannot know it",
+    "Ruíz-Giménez N et al. Thromb Haemost 2008 [V] (abstract); 'cancer' read as active cancer [U]",
+    on_anticoagulation=True,
+    note="Major bleeding in the first 3 months of anticoagulation for VTE; 'clinically overt PE' "
+    "counts once PE is confirmed, which the record cannot know",
 )
 """RIETE bleeding score (Ruíz-Giménez 2008 [V]): 0 low, 1–4 intermediate, >4 high."""
 
@@ -586,9 +813,14 @@ PERC = Score(
     ),
     (
         Band(
-            "PERC negative", 0, 0, None, "PE excluded without D-dimer if gestalt probability ≤15 %"
+            "PERC negative",
+            0,
+            0,
+            None,
+            "PE excluded without D-dimer if gestalt probability ≤15 %",
+            AT_WORK_UP,
         ),
-        Band("PERC positive", 1, 8, None, "PERC cannot exclude PE"),
+        Band("PERC positive", 1, 8, None, "PERC cannot exclude PE", AT_WORK_UP),
     ),
     "Kline JA et al. J Thromb Haemost 2004;2:1247 [V]",
     diagnostic=True,
@@ -627,7 +859,7 @@ def age_adjusted_cutoff(age: np.ndarray) -> np.ndarray:
     Righini 2014 (ADJUST-PE) [V]; validated for FEU assays with a 0.5 mg/L cut-off
     (its use with DDU assays is unverified [U]).
     """
-    return np.where(age > 50, age * 0.01, 0.5)
+    return np.where(age > th.AGE_ADJUSTED_FROM.value, age * 0.01, th.D_DIMER_RULE_OUT.value)
 
 
 def years_threshold(c: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -642,7 +874,7 @@ def years_threshold(c: Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos, known = item.test(c)
         pts += pos
         mx += pos | ~known
-    return pts, mx, np.where(pts == 0, 1.0, 0.5)
+    return pts, mx, np.where(pts == 0, th.YEARS_NO_ITEM.value, th.YEARS_ANY_ITEM.value)
 
 
 def _d_dimer_rule(
@@ -699,7 +931,7 @@ def years_result(
     missing_items = [i.name for i in YEARS_ITEMS if not known[i.name][row]]
     threshold = float(thr[row])
     if mx[row] > 0 and pts[row] == 0 and missing_items:
-        threshold = 0.5  # an unknown item could be present: use the stricter threshold
+        threshold = th.YEARS_ANY_ITEM.value  # an unknown item could be present: the stricter
     out = _d_dimer_rule(
         c,
         row,
@@ -736,6 +968,24 @@ def age_adjusted_result(
     )
 
 
+def _two_tier_band(points: float) -> Band:
+    return next(b for b in WELLS_TWO_TIER if b.lo <= points <= b.hi)
+
+
+def wells_two_tier(points: float, max_points: float) -> dict[str, Any]:
+    """The two-tier Wells category (≤4 unlikely, >4 likely), and whether it holds for every
+    completion of the unknown items: certain only when the points and the maximum the
+    unknown items could reach fall in the same tier."""
+    band = _two_tier_band(points)
+    return {
+        "category": band.category,
+        "category_rule": "≤4" if band is WELLS_TWO_TIER[0] else ">4",
+        "risk_text": band.risk_text,
+        "category_certain": band.category == _two_tier_band(max_points).category,
+        "source": th.WELLS_UNLIKELY_MAX.source,
+    }
+
+
 def score_table(c: Columns) -> list[dict[str, dict[str, Any]]]:
     """Every score for every row of canonical columns, keyed as the service answers.
 
@@ -745,15 +995,19 @@ def score_table(c: Columns) -> list[dict[str, dict[str, Any]]]:
     years = (*years_threshold(c), {i.name: i.test(c)[1] for i in YEARS_ITEMS})
     cutoffs = age_adjusted_cutoff(c["age"])
     out = []
-    for row, s in enumerate(c["suspected_pe"].tolist()):
+    flags = zip(c["suspected_pe"].tolist(), c["anticoagulated"].tolist(), strict=True)
+    for row, (s, a) in enumerate(flags):
         suspected = None if s != s else bool(s == 1.0)
+        anticoagulated = None if a != a else bool(a == 1.0)
         res = {
-            score.key: score.result(c, row, suspected=suspected, arrays=arrays[score.key])
+            score.key: score.result(
+                c, row, suspected=suspected, anticoagulated=anticoagulated, arrays=arrays[score.key]
+            )
             for score in ADDITIVE
         }
-        wells_pts = res["wells"]["points"]
-        two = next(b for b in WELLS_TWO_TIER if b.lo <= wells_pts <= b.hi)
-        res["wells"]["two_tier"] = {"category": two.category, "risk_text": two.risk_text}
+        res["wells"]["two_tier"] = wells_two_tier(
+            res["wells"]["points"], res["wells"]["max_points"]
+        )
         res["years"] = years_result(c, row, suspected=suspected, arrays=years)
         res["age_adjusted_d_dimer"] = age_adjusted_result(
             c, row, suspected=suspected, cutoffs=cutoffs

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.scores import WELLS, age_adjusted_cutoff
+from features import thresholds as th
+from features.scores import WELLS, age_adjusted_cutoff, raised_troponin
 
 Columns = Mapping[str, np.ndarray]
 
@@ -114,7 +115,8 @@ def surgery_within(days: int) -> Callable[[Columns], np.ndarray]:
 
 #: haemoglobin (g/L) where the two published cut-offs are equally far: below 100 g/L
 #: (Khorana 2008) and above 150 g/L (review, ref 18) both raise the risk
-HB_CENTRE, HB_SCALE = 125.0, 25.0
+HB_CENTRE = (th.HEMOGLOBIN_LOW.value + th.HEMOGLOBIN_HIGH.value) / 2
+HB_SCALE = (th.HEMOGLOBIN_HIGH.value - th.HEMOGLOBIN_LOW.value) / 2
 
 
 def hemoglobin_deviation(c: Columns) -> np.ndarray:
@@ -134,23 +136,26 @@ def ctpa_contraindicated(c: Columns) -> np.ndarray:
     """Iodine contrast allergy or eGFR <30 (review: iodine allergy or renal impairment)."""
     allergy, egfr = c["contrast_allergy"], c["egfr_renal"]
     with np.errstate(invalid="ignore"):
-        pos = (allergy == 1) | (egfr < 30)
+        pos = (allergy == 1) | (egfr < th.EGFR_CTPA.value)
         known = pos | (~np.isnan(allergy) & ~np.isnan(egfr))
     return np.where(known, pos.astype(float), np.nan)
 
 
 def wells_above_2(c: Columns) -> np.ndarray:
     r = WELLS.evaluate(c)
-    out = (r.points > 2).astype(float)
-    out[(r.points <= 2) & (r.max_points > 2)] = np.nan  # could be >2 if the unknowns were present
+    cut = th.WELLS_CTPA_ABOVE.value
+    out = (r.points > cut).astype(float)
+    out[(r.points <= cut) & (r.max_points > cut)] = np.nan  # could be >2 if unknowns were present
     return out
 
 
 def raised_cardiac_marker(c: Columns) -> np.ndarray:
-    t, n = c["troponin"], c["nt_probnp"]
+    """Raised hs-troponin (T or I, at its own age- or sex-specific cut-off) or NT-proBNP ≥600."""
+    trop_pos, trop_known = raised_troponin(c)
+    n = c["nt_probnp"]
     with np.errstate(invalid="ignore"):
-        pos = (t > 14) | (n >= 600)
-    known = pos | (~np.isnan(t) & ~np.isnan(n))
+        pos = trop_pos | (n >= th.NT_PROBNP_RV.value)
+    known = pos | (trop_known & ~np.isnan(n))
     return np.where(known, pos.astype(float), np.nan)
 
 
@@ -478,9 +483,9 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "hemoglobin_deviation",
-        "Haemoglobin away from 125 g/L",
+        "Haemoglobin",
         hemoglobin_deviation,
-        "× 25 g/L",
+        "× 25 g/L from 125 g/L",
         monotone=+1,
         field="hemoglobin",
         missing=NOT_MEASURED,
@@ -509,7 +514,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "troponin",
-        "Troponin (hs)",
+        "Troponin T (hs)",
         raw("troponin"),
         "ng/L",
         monotone=+1,
@@ -560,7 +565,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "d_dimer_elevated",
         "D-dimer ≥0.5 mg/L FEU",
-        threshold("d_dimer", ">=", 0.5),
+        threshold("d_dimer", ">=", th.D_DIMER_RULE_OUT.value),
         in_model=False,
         source="rule-out threshold 0.5 (" + REVIEW + ", ref 13)",
         missing=NOT_MEASURED,
@@ -583,7 +588,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "platelets_raised",
         "Platelets ≥350 ×10⁹/L",
-        threshold("platelets", ">=", 350),
+        threshold("platelets", ">=", th.PLATELETS_HIGH.value),
         in_model=False,
         source="Khorana 2008",
         missing=NOT_MEASURED,
@@ -591,7 +596,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "hemoglobin_above_150",
         "Haemoglobin >150 g/L",
-        threshold("hemoglobin", ">", 150),
+        threshold("hemoglobin", ">", th.HEMOGLOBIN_HIGH.value),
         in_model=False,
         source=REVIEW + ", ref 18",
         missing=NOT_MEASURED,
@@ -599,7 +604,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "pao2_below_70",
         "PaO₂ <70 mmHg",
-        threshold("pao2", "<", 70),
+        threshold("pao2", "<", th.PAO2_LOW.value),
         in_model=False,
         source=REVIEW + ", ref 18",
         missing=NOT_MEASURED,
@@ -647,18 +652,19 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "rv_lv_above_1",
         "RV/LV >1",
-        threshold("rv_lv_ratio", ">", 1),
+        threshold("rv_lv_ratio", ">", th.RV_LV_HIGH.value),
         in_model=False,
         source=REVIEW,
         missing=NOT_MEASURED,
     ),
     _F(
         "cardiac_marker_raised",
-        "Troponin >14 ng/L or NT-proBNP ≥600 pg/mL",
+        "Raised hs-troponin T or I, or NT-proBNP ≥600 pg/mL",
         raised_cardiac_marker,
         in_model=False,
         missing=NOT_MEASURED,
-        source="hs-cTnT 99th percentile 14 ng/L (Heart 2018) [V]; NT-proBNP ≥600 pg/mL (ESC 2019) [U]",
+        source=f"{th.HS_TNT.source}; ≥75 years: {th.HS_TNT_FROM_75.source}; hs-cTnI: "
+        f"{th.HS_TNI_WOMEN.source} / men {th.HS_TNI_MEN.value:g} ng/L; {th.NT_PROBNP_RV.source}",
     ),
     _F(
         "ecg_abnormal",
@@ -673,7 +679,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "CTPA contraindicated (contrast allergy or eGFR <30)",
         ctpa_contraindicated,
         in_model=False,
-        source="iodine allergy or renal impairment → consider MR angiography (" + REVIEW + ")",
+        source="iodine allergy or renal impairment (" + REVIEW + ")",
     ),
 )
 

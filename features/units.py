@@ -54,6 +54,7 @@ LAB_UNITS: dict[str, LabUnits] = {
     "leukocytes": LabUnits("10*9/L", {"10*9/L": 1.0, "10*3/uL": 1.0}),
     "pao2": LabUnits("mm[Hg]", {"mm[Hg]": 1.0, "kPa": 7.50062}),
     "troponin": LabUnits("ng/L", {"ng/L": 1.0, "pg/mL": 1.0, "ug/L": 1000.0}),
+    "troponin_i": LabUnits("ng/L", {"ng/L": 1.0, "pg/mL": 1.0, "ug/L": 1000.0}),
     "nt_probnp": LabUnits("pg/mL", {"pg/mL": 1.0, "ng/L": 1.0}),
     "creatinine": LabUnits("umol/L", {"umol/L": 1.0, "mg/dL": 88.4}),
     "egfr_renal": LabUnits("mL/min/{1.73_m2}", {"mL/min/{1.73_m2}": 1.0, "mL/min/1.73m2": 1.0}),

@@ -14,11 +14,11 @@ import numpy as np
 
 from features.build import derive, record_columns
 from features.contract import FIELDS, Kind
+from features.recommend import recommendations
 from features.records import PatientRecord
 from features.scores import score_table
 from features.spec import BY_NAME, FEATURES
 from models.artifact import PERiskModel
-from serving.recommend import recommendations
 
 #: inputs whose absence the review says weakens the estimate (a warning, never a refusal):
 #: the Khorana laboratory items and BMI (Khorana 2008), D-dimer (Pabinger 2018), and the

@@ -15,6 +15,7 @@ text colours meet WCAG AA contrast (≥4.5:1) on white.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -24,7 +25,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from features.build import record_columns
 from features.contract import BY_NAME as FIELD
 from features.contract import FIELDS, Kind
+from features.recommend import REVIEW
 from features.records import RecordError, parse_record
+from features.scores import VIENNA_CATS
 from features.spec import BY_NAME as SPEC
 from features.spec import FEATURES
 from models.artifact import PERiskModel, expit
@@ -164,8 +167,47 @@ def _x_risk(p: float, width: float) -> float:
     return round((math.log10(v) - lo) / (hi - lo) * width, 1)
 
 
-def risk_scale(p: float, bands: dict[str, float], base_rate: float | None) -> dict[str, Any]:
-    """Geometry of the risk bar: bands, ticks, the patient's marker and the base rate."""
+def horizon(days: int | None) -> str:
+    """A published risk's horizon in words: 0 → 'at the work-up', 182 → 'at 6 months'."""
+    if days is None:
+        return ""
+    if days == 0:
+        return "at the work-up (prevalence)"
+    months = round(days / 30.4)
+    return f"at {days} days" if days < 60 else f"at {months} months"
+
+
+def anchors(model: PERiskModel) -> list[tuple[str, float]]:
+    """Published risks to read the estimate against, each declared where its source is: the
+    risk bands' anchors (Khorana 0 and ≥2, 6-month risks; ``models.artifact.RiskBands``) and
+    the highest Vienna CATS group (≥5 points: 35 % at 6 months; Ay 2010)."""
+    highest = VIENNA_CATS.bands[-1]
+    return [
+        ("Khorana 0", model.bands.low_below),
+        ("Khorana ≥2", model.bands.high_from),
+        (f"CATS ≥{highest.lo:g}", float(highest.risk or 0)),
+    ]
+
+
+def anchor_text(p: float, bands: dict[str, float]) -> str:
+    """Where the estimate sits against the band anchors, in words, so that 9 % and 82 % do
+    not read the same."""
+    low, high = bands["low_below"], bands["high_from"]
+    if p < low:
+        return f"below {percent(low)} (6-month risk at Khorana 0)"
+    if p < high:
+        return f"between Khorana 0 ({percent(low)}) and Khorana ≥2 ({percent(high)})"
+    return f"{p / high:.1f} × the 6-month risk at Khorana ≥2 ({percent(high)})"
+
+
+def risk_scale(
+    p: float,
+    bands: dict[str, float],
+    base_rate: float | None,
+    marks: Sequence[tuple[str, float]] = (),
+) -> dict[str, Any]:
+    """Geometry of the risk bar: bands, ticks, the patient's marker, the training-data
+    average and the published anchors (``marks``)."""
     w = 520.0
     edges = [SCALE[0], bands["low_below"], bands["high_from"], SCALE[1]]
     names = ("low", "intermediate", "high")
@@ -185,6 +227,7 @@ def risk_scale(p: float, bands: dict[str, float], base_rate: float | None) -> di
         "marker": _x_risk(p, w),
         "marker_anchor": "end" if _x_risk(p, w) > 0.7 * w else "start",
         "base": None if base_rate is None else _x_risk(base_rate, w),
+        "anchors": [{"label": k, "value": percent(v), "x": _x_risk(v, w)} for k, v in marks],
     }
 
 
@@ -205,8 +248,9 @@ def main_factors(explanation: dict[str, Any], top: int) -> list[dict[str, Any]]:
 def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]:
     """Geometry of the contribution chart, on the calibrated log-odds scale, labelled in %.
 
-    Rows run from the average patient (the base value) to this patient; each bar starts
-    where the previous ended, so the last one ends at logit(probability) exactly.
+    Rows run from the starting point (the base value: every input at its average) to this
+    patient; each bar starts where the previous ended, so the last one ends at
+    logit(probability) exactly.
     """
     contributions = explanation["contributions"]
     rows = main_factors(explanation, WATERFALL_ROWS)
@@ -243,7 +287,6 @@ def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]
         "rows": rows,
         "ticks": ticks,
         "base_x": x(start),
-        "base_text": percent(float(expit(start))),
         "end_x": x(points[-1]),
         "end_text": percent(probability),
     }
@@ -259,6 +302,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["percent"] = percent
+    env.filters["horizon"] = horizon
     return env
 
 
@@ -289,7 +333,11 @@ def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: lis
             inputs=inputs,
             dense=len(inputs) > DENSE_ABOVE,
             missing=[_label(k) for k in KEY_INPUTS if getattr(record, k) is None],
-            scale=risk_scale(answer["probability"], answer["risk_bands"], base_rate),
+            scale=risk_scale(
+                answer["probability"], answer["risk_bands"], base_rate, anchors(model)
+            ),
+            anchor_text=anchor_text(answer["probability"], answer["risk_bands"]),
+            review_path=REVIEW,
             base_rate=base_rate,
             fall=waterfall(answer["explanation"], answer["probability"]),
             scores=[dict(scores[k], key=k) for k in keys if k in scores],

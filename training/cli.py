@@ -149,16 +149,27 @@ def scores(
         ),
     ],
 ) -> None:
-    """Validate one JSON record and print its derived predictors and clinical scores as JSON."""
+    """Validate one JSON record and print its derived predictors, clinical scores and the
+    guideline flags that need no model, as JSON."""
     from features.build import derive, record_columns
+    from features.recommend import recommendations
     from features.scores import score_results
     from training.model_cli import read_record
 
     rec = read_record(record)
     cols = record_columns([rec])
     feats = {k: (None if v[0] != v[0] else float(v[0])) for k, v in derive(cols).items()}
+    table = score_results(cols)
+    flags = recommendations(
+        {k: (float("nan") if v is None else v) for k, v in feats.items()},
+        table,
+        risk_category=None,
+        suspected_pe=rec.suspected_pe,
+        anticoagulated=rec.anticoagulated,
+    )
     answer = {
-        "clinical_scores": score_results(cols),
+        "clinical_scores": table,
+        "recommendations": flags,
         "features": feats,
         "warnings": [w.as_dict() for w in rec.warnings],
     }

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features import thresholds as th
 from features.build import blanked
 from features.contract import FIELDS, OUTCOME, Kind
 
@@ -238,17 +239,18 @@ def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "surgery_92_182d": (d > 91) & (d <= 182),
             "central_venous_catheter": c["central_venous_catheter"] == 1,
             "prior_vte": c["prior_vte"] == 1,
-            "platelets_350": c["platelets"] >= 350,
-            "hemoglobin_below_100_or_esa": (c["hemoglobin"] < 100) | (c["esa_use"] == 1),
-            "hemoglobin_above_150": c["hemoglobin"] > 150,
-            "leukocytes_11": c["leukocytes"] > 11,
-            "bmi_35": c["bmi"] >= 35,
+            "platelets_350": c["platelets"] >= th.PLATELETS_HIGH.value,
+            "hemoglobin_below_100_or_esa": (c["hemoglobin"] < th.HEMOGLOBIN_LOW.value)
+            | (c["esa_use"] == 1),
+            "hemoglobin_above_150": c["hemoglobin"] > th.HEMOGLOBIN_HIGH.value,
+            "leukocytes_11": c["leukocytes"] > th.LEUKOCYTES_HIGH.value,
+            "bmi_35": c["bmi"] >= th.BMI_HIGH.value,
             "ecog_2_plus": c["ecog"] >= 2,
             "pleural_effusion": c["pleural_effusion"] == 1,
             "immobilized": c["immobilized"] == 1,
             "recent_hospitalization": c["recent_hospitalization"] == 1,
             "vascular_compression": c["vascular_compression"] == 1,
-            "diagnosed_6_months": c["months_since_diagnosis"] <= 6,
+            "diagnosed_6_months": c["months_since_diagnosis"] <= th.RECENT_DIAGNOSIS_MONTHS.value,
             "anticoagulated": c["anticoagulated"] == 1,
         }
 
@@ -297,7 +299,8 @@ def _observable_eta(
         if name == "hemoglobin_below_100_or_esa":  # known if either part shows it, or both known
             hb, esa = _recorded(c["hemoglobin"]), _recorded(c["esa_use"])
             with np.errstate(invalid="ignore"):
-                shown = (hb & (c["hemoglobin"] < 100)) | (c["esa_use"] == 1) | (hb & esa)
+                low = c["hemoglobin"] < th.HEMOGLOBIN_LOW.value
+                shown = (hb & low) | (c["esa_use"] == 1) | (hb & esa)
             hidden = ~shown
         if hidden.any():
             means = {h: x[hist == h].mean() for h in np.unique(hist)}

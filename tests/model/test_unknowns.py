@@ -70,6 +70,7 @@ def test_the_fields_under_test_are_the_ones_the_model_reads() -> None:
     assert {"d_dimer", "platelets", "hemoglobin", "leukocytes", "troponin"} <= set(LABS)
     assert {"smoking_status", "bmi", "ecog", "heart_rate", "months_since_diagnosis"} <= set(OTHERS)
     assert set(YES_NO + LABS) & MODEL_FIELDS == set(YES_NO + LABS) - {
+        "troponin_i",
         "creatinine",
         "egfr_renal",
         "contrast_allergy",

@@ -88,3 +88,36 @@ def test_missing_inputs_are_ranked_by_how_far_they_move_the_estimate(served_stat
     assert p_dd.low_value.endswith("mg/L FEU") and p_dd.high_value.endswith("mg/L FEU")
     complete = parse_record(base_record(d_dimer=1.0))
     assert "d_dimer" not in {e.field for e in missing_input_effects(model, complete, top=50)}
+
+
+def test_one_average_a_legend_and_bleeding_apart(client) -> None:
+    """Issue 16: one average on the page, the "(≤ n)" and [V]/[S]/[U] marks explained, and a
+    bleeding line never listed with the diagnostic flags."""
+    html = client.post(
+        "/report",
+        json={**RECORD, "age": 64, "hemoglobin": 11.2 * 10, "sex": "female"},
+    ).text
+    assert html.count("average patient") == 0 and html.count("training-data average") == 1
+    legend = html[html.index('id="score-legend"') :]
+    assert "(≤ n)" in legend and "[V]" in legend and "[S]" in legend and "[U]" in legend
+    flags = html[html.index('id="flags-h"') : html.index('id="what-if"')]
+    assert 'id="bleeding-info"' in flags
+    listed = flags[: flags.index('id="bleeding-info"')]
+    assert "Bleeding risk factors" not in listed  # not at the level of "prioritise CTPA"
+
+
+def test_the_estimate_reads_against_the_bands_anchors() -> None:
+    """9 % and 82 % must not read the same: each is placed against the published anchors."""
+    from serving.report import anchor_text
+
+    bands = {"low_below": 0.05, "high_from": 0.089}
+    assert anchor_text(0.09, bands).startswith("1.0 ×")
+    assert anchor_text(0.82, bands).startswith("9.2 ×")
+    assert "between" in anchor_text(0.07, bands) and "below" in anchor_text(0.03, bands)
+
+
+def test_published_risks_carry_their_horizon(client) -> None:
+    html = client.post("/report", json=RECORD).text
+    scores = html[html.index('id="scores-h"') :]
+    assert "at 6 months" in scores  # Khorana (Mulder 2019), Vienna CATS (Ay 2010)
+    assert "at the work-up (prevalence)" in scores  # Wells, revised Geneva

@@ -128,9 +128,27 @@ def _open(browser, html: str):
     return page, problems, requested
 
 
-@pytest.mark.parametrize("name", ["typical", "full"])
+#: a routine oncology visit: no suspicion of PE, a low estimate
+ROUTINE = base_record(
+    patient_id="MRN-0107",
+    age=58,
+    sex="female",
+    stage="II",
+    months_since_diagnosis=14,
+    platelets=260,
+    hemoglobin=128,
+    leukocytes=7.2,
+    bmi=26,
+    suspected_pe=False,
+    chemotherapy=False,
+    prior_vte=False,
+    anticoagulated=False,
+)
+
+
+@pytest.mark.parametrize("name", ["typical", "full", "routine"])
 def test_report_in_chromium(client, browser, name) -> None:
-    record = RECORD if name == "typical" else _full_record()
+    record = {"typical": RECORD, "routine": ROUTINE}.get(name) or _full_record()
     answer = client.post("/predict", json=record).json()
     r = client.post("/report", json=record)
     assert r.status_code == 200

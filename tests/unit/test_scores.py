@@ -30,8 +30,13 @@ KEYS = {
 }
 
 
+#: a patient on chemotherapy: every score's active-cancer item is met, so the tests of the
+#: other items read the published totals (the active-cancer rules are tested below)
+ON_TREATMENT = {"chemotherapy": True}
+
+
 def scores(**fields: object) -> dict[str, dict]:
-    return score_results(record_columns([parse_record(base_record(**fields))]))
+    return score_results(record_columns([parse_record(base_record(**{**ON_TREATMENT, **fields}))]))
 
 
 def pts(key: str, **fields: object) -> float:
@@ -108,7 +113,8 @@ def test_vienna_cats_cutoffs(fields: dict, expected: int) -> None:
 
 def test_vienna_cats_per_point_risk() -> None:
     r = scores(d_dimer=2.0, soluble_p_selectin=60, platelets=400, leukocytes=12)["vienna_cats"]
-    assert (r["points"], r["published_risk"], r["category"]) == (5, 0.35, "high")
+    assert (r["points"], r["published_risk"], r["category"]) == (5, 0.35, "highest")
+    assert r["horizon_days"] == 182
 
 
 # --- Wells (Wells 2000) ----------------------------------------------------------------------
@@ -285,14 +291,38 @@ def test_spesi(fields: dict, expected: int) -> None:
         ({"sex": "male", "hemoglobin": 130}, 3.5),
         ({"sex": "female", "hemoglobin": 119}, 5),
         ({"sex": "female", "hemoglobin": 120}, 3.5),
-        ({"egfr_renal": 59}, 5),
-        ({"egfr_renal": 60}, 3.5),
+        # Cockcroft–Gault, man of 64, 70 kg: (140 − 64) × 70 / (72 × Scr) < 60 ⇔ Scr > 1.2315
+        # mg/dL (108.9 µmol/L); eGFR per 1.73 m² is not the item (Klok 2016, Table 1)
+        ({"sex": "male", "body_weight": 70, "creatinine": 109}, 5),
+        ({"sex": "male", "body_weight": 70, "creatinine": 108}, 3.5),
+        ({"sex": "female", "body_weight": 70, "creatinine": 93}, 5),  # × 0.85: 59.9 mL/min
+        ({"sex": "female", "body_weight": 70, "creatinine": 92}, 3.5),  # 60.6 mL/min
+        ({"egfr_renal": 40}, 3.5),
     ],
 )
 def test_vte_bleed(fields: dict, expected: float) -> None:
     fields = {"age": 64, **fields}
     r = scores(**fields)["vte_bleed"]
     assert r["points"] == expected and r["category"] == "high"
+
+
+def test_creatinine_clearance_is_cockcroft_gault() -> None:
+    """Cockcroft DW, Gault MH, Nephron 1976: a man of 60, 72 kg, creatinine 1.0 mg/dL → 80."""
+    from features.scores import creatinine_clearance
+
+    c = record_columns(
+        [parse_record(base_record(age=60, sex="male", body_weight=72, creatinine=88.4))]
+    )
+    assert creatinine_clearance(c)[0] == pytest.approx(80.0)
+    c = record_columns([parse_record(base_record(age=60, sex="female", body_weight=72))])
+    assert creatinine_clearance(c)[0] != creatinine_clearance(c)[0]  # NaN: creatinine unknown
+
+
+def test_bleeding_scores_apply_on_anticoagulation() -> None:
+    for flag, applicable in ((True, True), (False, False), (None, False)):
+        out = scores(anticoagulated=flag)
+        assert out["vte_bleed"]["applicable"] is applicable
+        assert out["riete_bleeding"]["applicable"] is applicable
 
 
 @pytest.mark.parametrize(
@@ -337,7 +367,8 @@ def test_onkotev() -> None:
         vascular_compression=False,
         prior_vte=False,
     )["onkotev"]
-    assert r2["points"] == 0 and r2["published_risk"] == 0.034 and r2["complete"]
+    assert r2["points"] == 0 and r2["published_risk"] == 0.037 and r2["complete"]
+    assert r2["horizon_days"] == 365  # 12-month cumulative incidence, not 6-month
 
 
 def test_protecht_and_conko() -> None:
@@ -381,8 +412,10 @@ def test_score_bounds(raw: dict) -> None:
         assert 0 <= r["points"] <= r["max_points"] <= ceiling
         if r["complete"]:
             assert r["points"] == r["max_points"] and r["category_certain"]
-    assert out["khorana"]["points"] >= 1 and out["spesi"]["points"] >= 1  # active lung cancer
-    assert out["vte_bleed"]["category"] == "high"
+    assert out["khorana"]["points"] >= 1  # the lung site item
+    two = out["wells"]["two_tier"]
+    if two["category_certain"]:
+        assert (out["wells"]["points"] <= 4) == (out["wells"]["max_points"] <= 4)
 
 
 def test_vectorised_points_match_the_per_record_results() -> None:
