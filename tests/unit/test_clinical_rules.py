@@ -113,6 +113,16 @@ def test_spesi_active_cancer(fields: dict, expected: str) -> None:
 # --- the rule-out with unknown items -------------------------------------------------------------
 
 WELLS_KNOWN_NO = {"pe_most_likely": False, "immobilized": False, "prior_vte": False}
+#: the issue's patient: PE suspected, heart rate 105 (1.5) and on chemotherapy (1), D-dimer
+#: below the age-adjusted cut-off; the tests set the items they leave known or unknown
+SUSPECTED = {
+    "age": 45,
+    "suspected_pe": True,
+    "heart_rate": 105,
+    "chemotherapy": True,
+    "d_dimer": 0.3,
+    **WELLS_KNOWN_NO,
+}
 
 
 def flags(**fields: object) -> dict[str, dict]:
@@ -131,28 +141,11 @@ def flags(**fields: object) -> dict[str, dict]:
 def test_the_issues_unsafe_rule_out_no_longer_fires() -> None:
     """Suspected PE, heart rate 105, on chemotherapy (2.5 points), DVT signs unknown: Wells
     could be 5.5 (PE likely), so a low D-dimer must not exclude PE; the flag names the item."""
-    f = flags(
-        age=45,
-        suspected_pe=True,
-        heart_rate=105,
-        chemotherapy=True,
-        d_dimer=0.3,
-        hemoptysis=False,
-        **WELLS_KNOWN_NO,
-    )
+    f = flags(**SUSPECTED, hemoptysis=False)
     assert "d_dimer_rule_out" not in f
     assert "clinical signs of DVT" in f["rule_out_needs_items"]["text"]
     assert f["rule_out_needs_items"]["severity"] == "warning"
-    known = flags(
-        age=45,
-        suspected_pe=True,
-        heart_rate=105,
-        chemotherapy=True,
-        d_dimer=0.3,
-        hemoptysis=False,
-        dvt_signs=False,
-        **WELLS_KNOWN_NO,
-    )
+    known = flags(**SUSPECTED, hemoptysis=False, dvt_signs=False)
     assert "d_dimer_rule_out" in known and "rule_out_needs_items" not in known
 
 
@@ -164,19 +157,13 @@ def test_the_issues_unsafe_rule_out_no_longer_fires() -> None:
     ],
 )
 def test_rule_out_holds_only_for_every_completion(unknown: dict, fires: bool) -> None:
-    f = flags(
-        age=45, suspected_pe=True, heart_rate=105, chemotherapy=True, d_dimer=0.3,
-        **WELLS_KNOWN_NO, **unknown,
-    )  # fmt: skip
+    f = flags(**SUSPECTED, **unknown)
     assert ("d_dimer_rule_out" in f) is fires
     assert th.WELLS_UNLIKELY_MAX.value == 4  # two-tier ≤4 (ERR review table [V])
 
 
 def test_pe_likely_by_wells_is_imaged_whatever_the_d_dimer() -> None:
-    f = flags(
-        age=45, suspected_pe=True, heart_rate=105, chemotherapy=True, d_dimer=0.3,
-        dvt_signs=True, hemoptysis=False, **WELLS_KNOWN_NO,
-    )  # fmt: skip
+    f = flags(**SUSPECTED, dvt_signs=True, hemoptysis=False)
     assert "pe_likely_image" in f and "d_dimer_rule_out" not in f
 
 
