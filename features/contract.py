@@ -148,11 +148,28 @@ FIELDS: tuple[FieldSpec, ...] = (
         group="treatment",
         absent_means="no thoracic surgery",
     ),
+    _f(
+        "months_since_treatment",
+        N,
+        "Months since the last anticancer treatment (chemotherapy, targeted or immunotherapy, "
+        "radiotherapy or surgery); absent means not known. It tells whether a patient was "
+        "treated within 6 or 12 months, which the treatment fields (last 3 months) cannot.",
+        unit="months",
+        hard=(0, 600),
+        group="treatment",
+    ),
     _f("central_venous_catheter", B, "Central venous catheter in place.", group="treatment"),
     _f("esa_use", B, "Erythropoiesis-stimulating agent (Khorana item).", group="treatment"),
     _f("anticoagulated", B, "On therapeutic or prophylactic anticoagulation.", group="treatment"),
     # History and current findings
     _f("prior_vte", B, "Previous DVT or PE.", group="history"),
+    _f(
+        "recent_surgery_or_trauma",
+        B,
+        "Other surgery (not thoracic), trauma or lower-limb fracture in the last 4 weeks "
+        "(Wells, revised Geneva, PERC items); thoracic surgery is days_since_surgery.",
+        group="history",
+    ),
     _f("copd", B, "Chronic obstructive pulmonary disease.", group="history"),
     _f("pleural_effusion", B, "Pleural effusion on current imaging.", group="history"),
     _f("immobilized", B, "Bed rest for 3 days or more.", group="history"),

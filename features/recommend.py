@@ -7,7 +7,8 @@ record shows, and cites it.
 
 A flag that reads a score with unknown items relies on the score's certainty: a rule-out
 holds only when it holds for every completion of the unknown items (the two-tier Wells
-category, YEARS, PERC), and otherwise the flag says which items to obtain.
+category), and otherwise the flag says which items to obtain. The suspected-PE work-up is
+one pathway (``_diagnostic``), so that its flags never contradict each other.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from features import thresholds as th
+from features.scores import VTE_BLEED
 
 REVIEW = th.REVIEW
 PIOPED_III = (
@@ -40,80 +42,79 @@ def _items(names: list[str]) -> str:
 def _diagnostic(
     derived: Mapping[str, float], scores: Mapping[str, Mapping[str, Any]]
 ) -> list[dict[str, str]]:
-    """The suspected-PE work-up (review; Wells, YEARS, age-adjusted D-dimer, PERC)."""
+    """The suspected-PE work-up as one pathway, the review's: the two-tier Wells score with
+    the age-adjusted D-dimer (D-dimer + Wells → CTPA). Exactly one of its flags applies, so
+    that an exclusion never stands beside an instruction to image. YEARS and PERC are shown
+    in the scores table with their certainty, not mixed into this pathway (the external
+    validation of YEARS missed PEs where the two disagree: clinical.md §1.11)."""
+    wells, two, adj = scores["wells"], scores["wells"]["two_tier"], scores["age_adjusted_d_dimer"]
+    likely, certain = two["category"] == "PE likely", two["category_certain"]
+    cut = adj["d_dimer_cutoff_mg_l_feu"]
+    sources = f"Wells two-tier (ERR review table) [V]; ADJUST-PE (Righini 2014) [V]; {REVIEW}"
+    unknown = _items(wells["missing"])
+    limit = f"{th.WELLS_UNLIKELY_MAX.value:g}"
     out = []
-    wells, two = scores["wells"], scores["wells"]["two_tier"]
-    adj, years, perc = scores["age_adjusted_d_dimer"], scores["years"], scores["perc"]
-    d_dimer_low = adj["category"] == "below the age-adjusted cut-off"
-    unlikely = two["category"].startswith("PE unlikely")
-    if d_dimer_low and unlikely and two["category_certain"]:
-        out.append(
-            _flag(
-                "d_dimer_rule_out",
-                "info",
-                "diagnostic",
-                "D-dimer is below the age-adjusted cut-off and PE is unlikely by Wells (≤4, "
-                "whatever the unknown items): PE can be excluded without CTPA.",
-                f"{adj['source']}; {two['source']}; {REVIEW}",
-            )
-        )
-    elif d_dimer_low and unlikely:
-        out.append(
-            _flag(
-                "rule_out_needs_items",
-                "warning",
-                "diagnostic",
-                "D-dimer is below the age-adjusted cut-off, but PE cannot be called unlikely "
-                f"by Wells: {wells['points']:g} points now, up to {wells['max_points']:g} "
-                f"(>4, PE likely) with the items not recorded: {_items(wells['missing'])}. "
-                "Obtain them before excluding PE this way.",
-                f"{two['source']}; {adj['source']}",
-            )
-        )
-    if not unlikely:
+    if likely:
         out.append(
             _flag(
                 "pe_likely_image",
                 "warning",
                 "diagnostic",
-                "PE is likely by Wells (>4): a D-dimer below the cut-off does not exclude it; "
-                "image (CTPA).",
-                f"{two['source']}; {REVIEW}",
+                f"PE is likely by Wells (>{limit}): image (CTPA); a D-dimer does not exclude it.",
+                sources,
             )
         )
-    if years["category"] == "PE excluded":
-        cut = years["d_dimer_cutoff_mg_l_feu"]
-        which = (
-            "with no YEARS item present"
-            if cut == th.YEARS_NO_ITEM.value
-            else "the cut-off for one or more YEARS items, which holds whatever the items "
-            "not recorded"
-        )
+    elif adj["category"] == "D-dimer needed":
         out.append(
             _flag(
-                "years_rule_out",
-                "info",
-                "diagnostic",
-                f"YEARS: D-dimer below {cut:g} mg/L FEU ({which}): PE excluded without CTPA.",
-                years["source"],
-            )
-        )
-    if perc["points"] == 0:
-        text = (
-            "PERC negative: PE excluded without D-dimer, if the gestalt probability is ≤15 %."
-            if perc["category_certain"]
-            else "No recorded PERC criterion is present, but PERC cannot exclude PE until "
-            f"these are known: {_items(perc['missing'])}."
-        )
-        out.append(_flag("perc", "info", "diagnostic", text, perc["source"]))
-    if derived.get("wells_above_2") == 1.0 and derived.get("d_dimer_elevated") == 1.0:
-        out.append(
-            _flag(
-                "prioritise_ctpa",
+                "measure_d_dimer",
                 "warning",
                 "diagnostic",
-                "Wells score above 2 with a raised D-dimer: prioritise CTPA.",
-                REVIEW,
+                f"PE is unlikely by Wells (≤{limit}): measure D-dimer (age-adjusted cut-off "
+                f"{cut:g} mg/L FEU) before excluding PE or imaging."
+                if certain
+                else f"D-dimer is not recorded and Wells is {wells['points']:g} points, up to "
+                f"{wells['max_points']:g} with the items not recorded ({unknown}): obtain "
+                "them and a D-dimer.",
+                sources,
+            )
+        )
+    elif adj["category"] == "below the age-adjusted cut-off":
+        out.append(
+            _flag(
+                "d_dimer_rule_out",
+                "info",
+                "diagnostic",
+                f"D-dimer is below the age-adjusted cut-off ({cut:g} mg/L FEU) and PE is "
+                f"unlikely by Wells (≤{limit}, whatever the unknown items): PE can be excluded "
+                "without CTPA.",
+                sources,
+            )
+            if certain
+            else _flag(
+                "rule_out_needs_items",
+                "warning",
+                "diagnostic",
+                "D-dimer is below the age-adjusted cut-off, but PE cannot be called unlikely "
+                f"by Wells: {wells['points']:g} points now, up to {wells['max_points']:g} "
+                f"(>{limit}, PE likely) with the items not recorded: {unknown}. Obtain them "
+                "before excluding PE this way.",
+                sources,
+            )
+        )
+    else:
+        above = derived.get("wells_above_2") == 1.0
+        out.append(
+            _flag(
+                "prioritise_ctpa" if above else "image_d_dimer_raised",
+                "warning",
+                "diagnostic",
+                f"Wells score above {th.WELLS_CTPA_ABOVE.value:g} with a D-dimer at or above "
+                f"the age-adjusted cut-off ({cut:g} mg/L FEU): prioritise CTPA."
+                if above
+                else f"D-dimer is at or above the age-adjusted cut-off ({cut:g} mg/L FEU): PE is "
+                "not excluded; image (CTPA).",
+                sources,
             )
         )
     if derived.get("ctpa_contraindicated") == 1.0:
@@ -122,10 +123,10 @@ def _diagnostic(
                 "ctpa_contraindicated",
                 "warning",
                 "diagnostic",
-                "CTPA is contraindicated (contrast allergy or eGFR below 30): a "
-                "ventilation–perfusion scan is the usual alternative; MR pulmonary angiography "
-                "only where it is validated locally (technically inadequate in a quarter of "
-                "patients in PIOPED III).",
+                f"CTPA is contraindicated (contrast allergy or eGFR below "
+                f"{th.EGFR_CTPA.value:g}): a ventilation–perfusion scan is the usual "
+                "alternative; MR pulmonary angiography only where it is validated locally "
+                "(technically inadequate in a quarter of patients in PIOPED III).",
                 f"{REVIEW}; {PIOPED_III}",
             )
         )
@@ -140,7 +141,8 @@ def _bleeding(scores: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
         return []
     other = [i for i in vte["items"] if i["met"] and not i["item"].startswith("Active cancer")]
     points = sum(i["points"] for i in other)
-    if points < 2:
+    high = VTE_BLEED.bands[-1].lo
+    if points < high:
         return []
     return [
         _flag(
@@ -148,7 +150,7 @@ def _bleeding(scores: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
             "info",
             "bleeding",
             f"Bleeding risk factors beyond the cancer: {_items([i['item'] for i in other])} "
-            f"(VTE-BLEED {points:g} points without the cancer item; ≥2 is its high-risk "
+            f"(VTE-BLEED {points:g} points without the cancer item; ≥{high:g} is its high-risk "
             "threshold). Weigh them when anticoagulation is considered; the score was "
             "validated during stable anticoagulation.",
             vte["source"],

@@ -35,6 +35,10 @@ from typing import Any
 import numpy as np
 
 from features import thresholds as th
+from features.units import LAB_UNITS
+
+#: µmol/L per mg/dL of creatinine, as the unit table converts it
+CREATININE_MG_DL = LAB_UNITS["creatinine"].factors["mg/dL"]
 
 Columns = Mapping[str, np.ndarray]
 Test = Callable[[Columns], tuple[np.ndarray, np.ndarray]]  # (positive, known)
@@ -152,7 +156,13 @@ def male_uncontrolled_hypertension(c: Columns) -> tuple[np.ndarray, np.ndarray]:
 
 #: anticancer treatment fields (current, or within the last 3 months: data contract)
 TREATMENTS = ("chemotherapy", "egfr_tki", "anti_angiogenic", "immunotherapy", "radiotherapy")
-_CANCER_FIELDS = (*TREATMENTS, "days_since_surgery", "months_since_diagnosis", "stage")
+_CANCER_FIELDS = (
+    *TREATMENTS,
+    "months_since_treatment",
+    "days_since_surgery",
+    "months_since_diagnosis",
+    "stage",
+)
 
 
 def active_cancer(
@@ -163,27 +173,35 @@ def active_cancer(
 ) -> Test:
     """Active cancer as one score defines it, from what the record says.
 
-    Positive when a treatment field is true, thoracic surgery was within
-    ``treated_within_days``, the diagnosis within ``diagnosed_within_months``, or (with
-    ``stage_iv="positive"``) the disease is stage IV, treated with palliative intent.
-    Known negative only when every treatment field is false, any surgery was longer ago,
-    the diagnosis is older and (unless ``stage_iv="ignored"``) the stage is I–III. With
-    ``stage_iv="unknown"``, stage IV without treatment stays unknown (it may be progressive).
+    Treatment: with ``treated_within_days=None`` "under treatment" (a treatment field true;
+    all false means not treated now). With a window, "treated within" it: a treatment field
+    true, thoracic surgery or ``months_since_treatment`` within it; known not treated within
+    it only when ``months_since_treatment`` is older, or every treatment field is false for
+    a diagnosis no older than what the fields cover (3 months: never treated since), and any
+    thoracic surgery was longer ago. Diagnosis: within ``diagnosed_within_months``. Stage:
+    with ``stage_iv="positive"`` stage IV counts (treated with palliative intent, or
+    metastatic); with ``"unknown"`` stage IV without another sign stays unknown (it may be
+    progressive). The stage is read as the current one; a recurrence should be recorded as
+    such. Known negative only when every part is known negative.
     """
 
     def test(c: Columns) -> tuple[np.ndarray, np.ndarray]:
         on = np.logical_or.reduce([c[f] == 1 for f in TREATMENTS])
         off = np.logical_and.reduce([c[f] == 0 for f in TREATMENTS])
-        pos, neg = on, off
-        if treated_within_days is not None:
-            d = c["days_since_surgery"]
-            with np.errstate(invalid="ignore"):
-                recent = ~np.isnan(d) & (d <= treated_within_days)  # absent = no surgery
-            pos, neg = pos | recent, neg & ~recent
-        if diagnosed_within_months is not None:
-            m = c["months_since_diagnosis"]
-            with np.errstate(invalid="ignore"):
-                pos, neg = pos | (m <= diagnosed_within_months), neg & (m > diagnosed_within_months)
+        diagnosis = c["months_since_diagnosis"]
+        with np.errstate(invalid="ignore"):
+            if treated_within_days is None:
+                pos, neg = on, off
+            else:
+                months = treated_within_days / th.DAYS_PER_MONTH
+                d, last = c["days_since_surgery"], c["months_since_treatment"]
+                surgery = ~np.isnan(d) & (d <= treated_within_days)  # absent = no surgery
+                never = off & (diagnosis <= th.FIELDS_COVER_MONTHS.value)
+                pos = on | surgery | (last <= months)
+                neg = ~on & ~surgery & ((last > months) | never)
+            if diagnosed_within_months is not None:
+                pos = pos | (diagnosis <= diagnosed_within_months)
+                neg = neg & (diagnosis > diagnosed_within_months)
         iv = c["stage"] == "IV"
         if stage_iv == "positive":
             pos = pos | iv
@@ -198,8 +216,8 @@ def raised_troponin(c: Columns) -> tuple[np.ndarray, np.ndarray]:
     """hs-cTnT above 14 ng/L (≥45 ng/L from 75 years), or hs-cTnI above the sex-specific 99th
     percentile (16 ng/L women, 34 ng/L men); known when either assay was measured."""
     tnt, tni = c["troponin"], c["troponin_i"]
-    old, male = c["age"] >= 75, c["sex"] == "male"
-    with np.errstate(invalid="ignore"):
+    old, male = c["age"] >= th.HS_TNT_OLD_AGE.value, c["sex"] == "male"
+    with np.errstate(invalid="ignore"):  # above the 99th percentile; the age proposal is ≥45
         t_pos = np.where(old, tnt >= th.HS_TNT_FROM_75.value, tnt > th.HS_TNT.value)
         i_pos = tni > np.where(male, th.HS_TNI_MEN.value, th.HS_TNI_WOMEN.value)
     t_known, i_known = ~np.isnan(tnt), ~np.isnan(tni)
@@ -211,7 +229,7 @@ def creatinine_clearance(c: Columns) -> np.ndarray:
     """Cockcroft–Gault creatinine clearance in mL/min: (140 − age) × weight / (72 × Scr in
     mg/dL), × 0.85 for women (Cockcroft DW, Gault MH, Nephron 1976;16:31); NaN when
     weight or creatinine is unknown."""
-    scr = c["creatinine"] / 88.4
+    scr = c["creatinine"] / CREATININE_MG_DL
     female = np.where(c["sex"] == "female", 0.85, 1.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (140 - c["age"]) * c["body_weight"] / (72 * scr) * female
@@ -352,7 +370,8 @@ def _applicable(diagnostic: bool, suspected: bool | None) -> bool:
     return (not diagnostic) or bool(suspected)
 
 
-SIX_MONTHS, TWELVE_MONTHS, THREE_MONTHS, THIRTY_DAYS, AT_WORK_UP = 182, 365, 91, 30, 0
+SIX_MONTHS, TWELVE_MONTHS = int(th.MONTHS_6.value), int(th.MONTHS_12.value)
+THREE_MONTHS, THIRTY_DAYS, AT_WORK_UP = int(th.MONTHS_3.value), int(th.MONTH_1.value), 0
 
 _KHORANA_ITEMS = (
     Item("Lung cancer (high-risk site)", 1, always),
@@ -385,7 +404,7 @@ KHORANA = Score(
     "Khorana score",
     (*_KHORANA_ITEMS, _BMI),
     (
-        Band("low", 0, 0, 0.050, _MULDER, SIX_MONTHS),
+        Band("low", 0, 0, th.KHORANA_0_RISK.value, _MULDER, SIX_MONTHS),
         Band("intermediate", 1, 2, 0.066, _MULDER, SIX_MONTHS),
         Band("high", 3, 6, 0.110, _MULDER, SIX_MONTHS),
     ),
@@ -418,19 +437,19 @@ VIENNA_CATS = Score(
         ),
     ),
     (
-        Band("lowest", 0, 0, 0.010, _CATS_RISK, SIX_MONTHS),
-        Band("score 1", 1, 1, 0.044, _CATS_RISK_S, SIX_MONTHS, ""),
-        Band("score 2", 2, 2, 0.035, _CATS_RISK_S, SIX_MONTHS, ""),
-        Band("intermediate", 3, 3, 0.103, _CATS_RISK, SIX_MONTHS),
-        Band("score 4", 4, 4, 0.203, _CATS_RISK_S, SIX_MONTHS, ""),
-        Band("highest", 5, 8, 0.350, _CATS_RISK, SIX_MONTHS),
+        Band("0", 0, 0, 0.010, _CATS_RISK, SIX_MONTHS, ""),
+        Band("1", 1, 1, 0.044, _CATS_RISK_S, SIX_MONTHS, ""),
+        Band("2", 2, 2, 0.035, _CATS_RISK_S, SIX_MONTHS, ""),
+        Band("3", 3, 3, 0.103, _CATS_RISK, SIX_MONTHS, ""),
+        Band("4", 4, 4, 0.203, _CATS_RISK_S, SIX_MONTHS, ""),
+        Band("≥5", 5, 8, 0.350, _CATS_RISK, SIX_MONTHS, ""),
     ),
     "Ay C et al. Blood 2010;116:5377 [V]: score 0 → 1.0 %, 3 (intermediate) → 10.3 %, ≥5 "
     "(highest) → 35.0 % at 6 months; cut-offs and the risks for 1, 2 and 4 points from "
     "practical-haemostasis.com [S]",
-    note="Categories are the paper's own (lowest 0, intermediate 3, highest ≥5), not the "
-    "'≥3 high' convention of later comparisons (van Es 2017); units taken as mg/L FEU and ng/mL "
-    "[U]",
+    note="Shown by points with Ay's 6-month risks (Ay 2010 calls 0 lowest, 3 intermediate and "
+    "≥5 highest), so that its words never contradict Khorana's; the '≥3 high' convention is "
+    "van Es 2017's; units taken as mg/L FEU and ng/mL [U]",
 )
 """Vienna CATS: Khorana + D-dimer ≥1.44 µg/mL + sP-selectin ≥53.1 ng/mL (Ay 2010 [V]).
 
@@ -548,7 +567,12 @@ CONKO = Score(
     "CONKO score",
     (
         *_KHORANA_ITEMS,
-        Item("ECOG performance status ≥2", 1, compare("ecog", ">=", 2), ("ecog",)),
+        Item(
+            f"ECOG performance status ≥{th.ECOG_POOR.value:g}",
+            1,
+            compare("ecog", ">=", th.ECOG_POOR.value),
+            ("ecog",),
+        ),
     ),
     (Band("low", 0, 2), Band("high", 3, 5)),
     "Pelzer U et al. Thromb Haemost 2013 [U]; definition from Cancers 2020 (PMC7409200) [S]",
@@ -557,7 +581,9 @@ CONKO = Score(
 )
 """CONKO = Khorana with BMI replaced by performance status ≥2 ([S]; original [U])."""
 
-_SURGERY_4W = surgery_within(28)
+_SURGERY_4W = any_of(
+    surgery_within(th.WEEKS_4.value), is_true("recent_surgery_or_trauma")
+)  # thoracic surgery (days_since_surgery) or any other surgery or trauma
 WELLS = Score(
     "wells",
     "Wells score for PE",
@@ -569,7 +595,7 @@ WELLS = Score(
             "Immobilisation ≥3 days or surgery in the previous 4 weeks",
             1.5,
             any_of(is_true("immobilized"), _SURGERY_4W),
-            ("immobilized", "days_since_surgery"),
+            ("immobilized", "days_since_surgery", "recent_surgery_or_trauma"),
         ),
         Item("Previous DVT or PE", 1.5, is_true("prior_vte"), ("prior_vte",)),
         Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
@@ -577,7 +603,7 @@ WELLS = Score(
             "Malignancy (on treatment, treated in the last 6 months, or palliative)",
             1,
             active_cancer(
-                treated_within_days=th.TREATED_WITHIN_DAYS.value,
+                treated_within_days=th.MONTHS_6.value,
                 diagnosed_within_months=None,
                 stage_iv="positive",
             ),
@@ -591,13 +617,14 @@ WELLS = Score(
     ),
     "Wells PS et al. Thromb Haemost 2000;83:416 [V]; prevalences Wells 2001 [S]/[U]",
     diagnostic=True,
-    note="The record holds thoracic surgery only; other surgery in the last 4 weeks is not seen. "
-    "Stage IV counts as palliative",
+    note="Surgery in the last 4 weeks: thoracic (days_since_surgery) or other "
+    "(recent_surgery_or_trauma), unknown while the latter is not recorded. Stage IV counts as "
+    "palliative",
 )
 """Wells for PE (Wells 2000 [V]); three-tier <2 / 2–6 / >6, two-tier ≤4 unlikely / >4 likely.
 
-Malignancy: "on treatment, treated within 6 months, or palliative" (Wells 2000 [V]): a
-treatment field true, thoracic surgery within 182 days, or stage IV (palliative).
+Malignancy: "on treatment, treated within 6 months, or palliative" (Wells 2000 [V]): see
+``active_cancer`` (a treatment within 6 months, or stage IV, palliative).
 Not confirmed: the moderate and high prevalences 16.2 % and 40.6 % ([U]).
 """
 
@@ -629,15 +656,15 @@ REVISED_GENEVA = Score(
         Item(
             "Surgery or lower-limb fracture within 1 month",
             2,
-            surgery_within(30),
-            ("days_since_surgery",),
+            any_of(surgery_within(th.MONTH_1.value), is_true("recent_surgery_or_trauma")),
+            ("days_since_surgery", "recent_surgery_or_trauma"),
         ),
         Item(
             "Active malignancy, or considered cured less than 1 year ago",
             2,
             active_cancer(
-                treated_within_days=365,
-                diagnosed_within_months=th.CURED_WITHIN_MONTHS.value,
+                treated_within_days=th.MONTHS_12.value,
+                diagnosed_within_months=th.ACTIVE_DIAGNOSIS_MONTHS.value,
                 stage_iv="positive",
             ),
             _CANCER_FIELDS,
@@ -676,7 +703,7 @@ the true maximum of 22; the categories stay correct.
 
 _ACTIVE_SPESI = active_cancer(
     treated_within_days=None,
-    diagnosed_within_months=th.CURED_WITHIN_MONTHS.value,
+    diagnosed_within_months=th.ACTIVE_DIAGNOSIS_MONTHS.value,
     stage_iv="positive",
 )
 SPESI = Score(
@@ -704,8 +731,8 @@ SPESI = Score(
         Band("low", 0, 0, 0.010, "30-day mortality (Jiménez 2010)", THIRTY_DAYS),
         Band("high", 1, 6, 0.109, "30-day mortality (Jiménez 2010)", THIRTY_DAYS),
     ),
-    "Jiménez D et al. Arch Intern Med 2010 [V] (ERJ/ESC table); active cancer as in "
-    "clinical.md §1.13 [S]",
+    "Jiménez D et al. Arch Intern Med 2010 [V] (ERJ/ESC table); active cancer diagnosed ≤12 "
+    "months or under treatment as in clinical.md §1.13 [S], metastatic disease counted [U]",
     note="Prognosis after a confirmed PE, not the risk of PE",
 )
 """sPESI (Jiménez 2010 [V]); cancer counts when active (diagnosed within 12 months, under
@@ -720,7 +747,7 @@ VTE_BLEED = Score(
             "Active cancer (diagnosed ≤6 months, recurrent or progressive, or treated ≤6 months)",
             2,
             active_cancer(
-                treated_within_days=th.TREATED_WITHIN_DAYS.value,
+                treated_within_days=th.MONTHS_6.value,
                 diagnosed_within_months=th.RECENT_DIAGNOSIS_MONTHS.value,
                 stage_iv="unknown",
             ),
@@ -763,7 +790,7 @@ RIETE = Score(
         Item(
             "Creatinine >1.2 mg/dL (106 µmol/L)",
             1.5,
-            compare("creatinine", ">", 1.2 * 88.4),
+            compare("creatinine", ">", 1.2 * CREATININE_MG_DL),
             ("creatinine",),
         ),
         Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia, ("hemoglobin",)),
@@ -791,7 +818,8 @@ RIETE = Score(
             "high", 4.5, 8, 0.073, "3-month major bleeding (Ruíz-Giménez 2008)", THREE_MONTHS, ">4"
         ),
     ),
-    "Ruíz-Giménez N et al. Thromb Haemost 2008 [V] (abstract); 'cancer' read as active cancer [U]",
+    "Ruíz-Giménez N et al. Thromb Haemost 2008 [V] (abstract); 'cancer' read as active cancer, "
+    "as for sPESI [U]",
     on_anticoagulation=True,
     note="Major bleeding in the first 3 months of anticoagulation for VTE; 'clinically overt PE' "
     "counts once PE is confirmed, which the record cannot know",
@@ -807,7 +835,12 @@ PERC = Score(
         Item("SaO₂ <95 %", 1, compare("oxygen_saturation", "<", 95), ("oxygen_saturation",)),
         Item("Unilateral leg swelling", 1, is_true("dvt_signs"), ("dvt_signs",)),
         Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
-        Item("Surgery or trauma ≤4 weeks", 1, _SURGERY_4W, ("days_since_surgery",)),
+        Item(
+            "Surgery or trauma ≤4 weeks",
+            1,
+            _SURGERY_4W,
+            ("days_since_surgery", "recent_surgery_or_trauma"),
+        ),
         Item("Prior DVT or PE", 1, is_true("prior_vte"), ("prior_vte",)),
         Item("Exogenous oestrogen", 1, never_recorded),
     ),

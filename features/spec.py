@@ -99,7 +99,8 @@ def surgery_recency(c: Columns) -> np.ndarray:
     d = c["days_since_surgery"]
     out = np.zeros(len(d))
     with np.errstate(invalid="ignore"):
-        for level, days in ((1, 365), (2, 182), (3, 91), (4, 30)):
+        windows = (th.MONTHS_12, th.MONTHS_6, th.MONTHS_3, th.MONTH_1)
+        for level, days in enumerate((w.value for w in windows), start=1):
             out[d <= days] = level
     return out
 
@@ -133,7 +134,8 @@ def d_dimer_above_age_adjusted(c: Columns) -> np.ndarray:
 
 
 def ctpa_contraindicated(c: Columns) -> np.ndarray:
-    """Iodine contrast allergy or eGFR <30 (review: iodine allergy or renal impairment)."""
+    """Iodine contrast allergy or eGFR below ``EGFR_CTPA`` (review: iodine allergy or renal
+    impairment)."""
     allergy, egfr = c["contrast_allergy"], c["egfr_renal"]
     with np.errstate(invalid="ignore"):
         pos = (allergy == 1) | (egfr < th.EGFR_CTPA.value)
@@ -564,7 +566,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     # Derived threshold predictors named by the review (not model inputs)
     _F(
         "d_dimer_elevated",
-        "D-dimer ≥0.5 mg/L FEU",
+        f"D-dimer ≥{th.D_DIMER_RULE_OUT.value:g} mg/L FEU",
         threshold("d_dimer", ">=", th.D_DIMER_RULE_OUT.value),
         in_model=False,
         source="rule-out threshold 0.5 (" + REVIEW + ", ref 13)",
@@ -587,7 +589,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "platelets_raised",
-        "Platelets ≥350 ×10⁹/L",
+        f"Platelets ≥{th.PLATELETS_HIGH.value:g} ×10⁹/L",
         threshold("platelets", ">=", th.PLATELETS_HIGH.value),
         in_model=False,
         source="Khorana 2008",
@@ -595,7 +597,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "hemoglobin_above_150",
-        "Haemoglobin >150 g/L",
+        f"Haemoglobin >{th.HEMOGLOBIN_HIGH.value:g} g/L",
         threshold("hemoglobin", ">", th.HEMOGLOBIN_HIGH.value),
         in_model=False,
         source=REVIEW + ", ref 18",
@@ -603,7 +605,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "pao2_below_70",
-        "PaO₂ <70 mmHg",
+        f"PaO₂ <{th.PAO2_LOW.value:g} mmHg",
         threshold("pao2", "<", th.PAO2_LOW.value),
         in_model=False,
         source=REVIEW + ", ref 18",
@@ -612,7 +614,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "surgery_within_1m",
         "Thoracic surgery ≤1 month",
-        surgery_within(30),
+        surgery_within(th.MONTH_1.value),
         in_model=False,
         source="Yang (" + REVIEW + ", ref 23)",
         missing=NO_SURGERY,
@@ -620,7 +622,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "surgery_within_3m",
         "Thoracic surgery ≤3 months",
-        surgery_within(91),
+        surgery_within(th.MONTHS_3.value),
         in_model=False,
         source="Yang (" + REVIEW + ", ref 23)",
         missing=NO_SURGERY,
@@ -628,7 +630,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "surgery_within_6m",
         "Thoracic surgery ≤6 months",
-        surgery_within(182),
+        surgery_within(th.MONTHS_6.value),
         in_model=False,
         source="Yang (" + REVIEW + ", ref 23)",
         missing=NO_SURGERY,
@@ -636,14 +638,14 @@ FEATURES: tuple[FeatureSpec, ...] = (
     _F(
         "surgery_within_12m",
         "Thoracic surgery ≤12 months",
-        surgery_within(365),
+        surgery_within(th.MONTHS_12.value),
         in_model=False,
         source="Yang (" + REVIEW + ", ref 23)",
         missing=NO_SURGERY,
     ),
     _F(
         "wells_above_2",
-        "Wells score >2",
+        f"Wells score >{th.WELLS_CTPA_ABOVE.value:g}",
         wells_above_2,
         in_model=False,
         source="raised D-dimer with Wells >2 → prioritise CTPA (" + REVIEW + ")",
@@ -651,7 +653,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "rv_lv_above_1",
-        "RV/LV >1",
+        f"RV/LV >{th.RV_LV_HIGH.value:g}",
         threshold("rv_lv_ratio", ">", th.RV_LV_HIGH.value),
         in_model=False,
         source=REVIEW,
@@ -676,7 +678,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
     ),
     _F(
         "ctpa_contraindicated",
-        "CTPA contraindicated (contrast allergy or eGFR <30)",
+        f"CTPA contraindicated (contrast allergy or eGFR <{th.EGFR_CTPA.value:g})",
         ctpa_contraindicated,
         in_model=False,
         source="iodine allergy or renal impairment (" + REVIEW + ")",

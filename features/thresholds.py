@@ -51,7 +51,11 @@ YEARS_ANY_ITEM = Cut(
 
 # Other biomarkers
 P_SELECTIN_CATS = Cut(53.1, "ng/mL", "Ay C et al. Blood 2010;116:5377 [V] (cut-off [S])")
-HS_TNT = Cut(14, "ng/L", "hs-cTnT (Roche) 99th percentile, Heart 2018 editorial table [V]")
+HS_TNT = Cut(
+    14,
+    "ng/L",
+    "hs-cTnT (Roche) 99th percentile, Heart 2018 editorial table [V]; raised means above it",
+)
 HS_TNT_FROM_75 = Cut(
     45, "ng/L", "age-adjusted hs-TnT ≥45 pg/mL at ≥75 years proposed for PE risk stratification [S]"
 )
@@ -84,7 +88,38 @@ WELLS_CTPA_ABOVE = Cut(
     2, "points", "Wells >2 with a raised D-dimer: prioritise CTPA (" + REVIEW + ")"
 )
 
-# Time windows of the active-cancer items (days / months)
-TREATED_WITHIN_DAYS = Cut(182, "days", "treated within 6 months")
-CURED_WITHIN_MONTHS = Cut(12, "months", "active, or considered cured less than 1 year ago")
-RECENT_DIAGNOSIS_MONTHS = Cut(6, "months", "cancer diagnosed within 6 months")
+# Calendar windows, in days: the review's post-operative bands (1/3/6/12 months after
+# resection, Yang, review ref 23), the scores' "within 4 weeks / 1 month / 6 months / 1 year"
+# items and the published risks' horizons
+WEEKS_4 = Cut(28, "days", "Wells 2000, PERC (Kline 2004): surgery in the previous 4 weeks")
+MONTH_1 = Cut(30, "days", "1 month (revised Geneva; the review's first post-operative band)")
+MONTHS_3 = Cut(91, "days", "3 months")
+MONTHS_6 = Cut(182, "days", "6 months (treated within 6 months: Wells 2000, VTE-BLEED)")
+MONTHS_12 = Cut(365, "days", "1 year (cured less than 1 year ago: revised Geneva, Le Gal 2006)")
+DAYS_PER_MONTH = 30.4375
+
+# Cancer timing (months since diagnosis or since the last treatment)
+RECENT_DIAGNOSIS_MONTHS = Cut(
+    6, "months", "cancer diagnosed within 6 months (VTE-BLEED; COMPASS-CAT)"
+)
+ACTIVE_DIAGNOSIS_MONTHS = Cut(
+    12, "months", "active: diagnosed within 12 months (revised Geneva, sPESI)"
+)
+FIELDS_COVER_MONTHS = Cut(
+    3, "months", "the treatment fields cover current treatment or the last 3 months (data contract)"
+)
+
+# Performance status and age
+ECOG_POOR = Cut(2, "", "ECOG ≥2: CONKO (Pelzer 2013) [U]; Li J score (Thromb Res 2021) [V]")
+HS_TNT_OLD_AGE = Cut(75, "years", "age from which the hs-TnT cut-off of 45 ng/L is proposed [S]")
+
+# The published 6-month risks the risk bands are anchored on
+KHORANA_0_RISK = Cut(
+    0.050, "", "6-month VTE at Khorana 0: Mulder FI et al. Haematologica 2019;104(6) [V]"
+)
+KHORANA_2_RISK = Cut(
+    0.089,
+    "",
+    "6-month VTE at Khorana ≥2, the usual thromboprophylaxis threshold: Mulder FI et al. "
+    "Haematologica 2019;104(6) [V]",
+)

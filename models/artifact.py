@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
+from features import thresholds as th
 from features.build import feature_matrix
 
 BOOSTER_FILE = "booster.ubj"
@@ -58,11 +59,12 @@ class RiskBands:
     thromboprophylaxis (Khorana AA et al., Blood 2008;111:4902; clinical.md §1.1).
     """
 
-    low_below: float = 0.05
-    high_from: float = 0.089
+    low_below: float = th.KHORANA_0_RISK.value
+    high_from: float = th.KHORANA_2_RISK.value
     source: str = (
         "6-month VTE risk by Khorana group, Mulder FI et al. Haematologica 2019;104(6): "
-        "score 0 → 5.0 %; score ≥2 (the usual thromboprophylaxis threshold) → 8.9 %"
+        f"score 0 → {100 * th.KHORANA_0_RISK.value:.1f} %; score ≥2 (the usual "
+        f"thromboprophylaxis threshold) → {100 * th.KHORANA_2_RISK.value:.1f} %"
     )
 
     def category(self, p: float) -> str:

@@ -42,6 +42,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ import pandas as pd
 from features import thresholds as th
 from features.build import blanked
 from features.contract import FIELDS, OUTCOME, Kind
+from features.scores import CREATININE_MG_DL
 
 EFFECTS_PATH = Path(__file__).with_name("cohort_effects.csv")
 GENERATOR = "pe-risk synthetic cohort v1"
@@ -175,7 +177,7 @@ def _population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     c["radiotherapy"] = (rng.random(n) < np.select([stage_n == 3], [0.5], 0.15)).astype(float)
     c["central_venous_catheter"] = (rng.random(n) < np.where(chemo, 0.30, 0.04)).astype(float)
     c["esa_use"] = (rng.random(n) < np.where(chemo, 0.05, 0.01)).astype(float)
-    recent_op = surgery & (c["days_since_surgery"] <= 30)
+    recent_op = surgery & (c["days_since_surgery"] <= th.MONTH_1.value)
     c["anticoagulated"] = (rng.random(n) < np.where(recent_op, 0.45, 0.06)).astype(float)
 
     # history
@@ -202,7 +204,7 @@ def _population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 
 def _ckd_epi_2021(creat_umol: np.ndarray, age: np.ndarray, male: np.ndarray) -> np.ndarray:
     """Race-free CKD-EPI 2021 eGFR (Inker LA, NEJM 2021 [V]) from creatinine in µmol/L."""
-    scr = creat_umol / 88.4
+    scr = creat_umol / CREATININE_MG_DL
     kappa, alpha = np.where(male, 0.9, 0.7), np.where(male, -0.302, -0.241)
     egfr = (
         142
@@ -234,9 +236,9 @@ def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "egfr_tki": c["egfr_tki"] == 1,
             "anti_angiogenic": c["anti_angiogenic"] == 1,
             "immunotherapy": c["immunotherapy"] == 1,
-            "surgery_0_30d": d <= 30,
-            "surgery_31_91d": (d > 30) & (d <= 91),
-            "surgery_92_182d": (d > 91) & (d <= 182),
+            "surgery_0_30d": d <= th.MONTH_1.value,
+            "surgery_31_91d": (d > th.MONTH_1.value) & (d <= th.MONTHS_3.value),
+            "surgery_92_182d": (d > th.MONTHS_3.value) & (d <= th.MONTHS_6.value),
             "central_venous_catheter": c["central_venous_catheter"] == 1,
             "prior_vte": c["prior_vte"] == 1,
             "platelets_350": c["platelets"] >= th.PLATELETS_HIGH.value,
@@ -245,7 +247,7 @@ def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "hemoglobin_above_150": c["hemoglobin"] > th.HEMOGLOBIN_HIGH.value,
             "leukocytes_11": c["leukocytes"] > th.LEUKOCYTES_HIGH.value,
             "bmi_35": c["bmi"] >= th.BMI_HIGH.value,
-            "ecog_2_plus": c["ecog"] >= 2,
+            "ecog_2_plus": c["ecog"] >= th.ECOG_POOR.value,
             "pleural_effusion": c["pleural_effusion"] == 1,
             "immobilized": c["immobilized"] == 1,
             "recent_hospitalization": c["recent_hospitalization"] == 1,
@@ -744,7 +746,8 @@ def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
     )
     days = frame["days_since_surgery"].to_numpy(dtype=float, na_value=np.nan)
     with np.errstate(invalid="ignore"):
-        bands = [(0, 30), (31, 91), (92, 182), (183, 365)]
+        edges = [0, *(int(w.value) for w in (th.MONTH_1, th.MONTHS_3, th.MONTHS_6, th.MONTHS_12))]
+        bands = [(lo + (lo > 0), hi) for lo, hi in pairwise(edges)]
         rates = [_rate(y, (days >= lo) & (days <= hi)) for lo, hi in bands]
     first = rates[0]
     later = max(r[0] for r in rates[1:])

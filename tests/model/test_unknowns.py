@@ -71,6 +71,7 @@ def test_the_fields_under_test_are_the_ones_the_model_reads() -> None:
     assert {"smoking_status", "bmi", "ecog", "heart_rate", "months_since_diagnosis"} <= set(OTHERS)
     assert set(YES_NO + LABS) & MODEL_FIELDS == set(YES_NO + LABS) - {
         "troponin_i",
+        "recent_surgery_or_trauma",
         "creatinine",
         "egfr_renal",
         "contrast_allergy",

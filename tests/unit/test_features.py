@@ -74,6 +74,7 @@ def test_spec_is_well_formed() -> None:
                 "pe_most_likely": False,
                 "heart_rate": 80,
                 "immobilized": False,
+                "recent_surgery_or_trauma": False,
                 "prior_vte": False,
                 "hemoptysis": False,
             },

@@ -113,7 +113,7 @@ def test_vienna_cats_cutoffs(fields: dict, expected: int) -> None:
 
 def test_vienna_cats_per_point_risk() -> None:
     r = scores(d_dimer=2.0, soluble_p_selectin=60, platelets=400, leukocytes=12)["vienna_cats"]
-    assert (r["points"], r["published_risk"], r["category"]) == (5, 0.35, "highest")
+    assert (r["points"], r["published_risk"], r["category"]) == (5, 0.35, "≥5")
     assert r["horizon_days"] == 182
 
 
@@ -255,6 +255,7 @@ def test_perc_cannot_be_certain_without_oestrogen() -> None:
         dvt_signs=False,
         hemoptysis=False,
         prior_vte=False,
+        recent_surgery_or_trauma=False,
     )["perc"]
     assert r["points"] == 0 and r["category"] == "PERC negative"
     assert r["missing"] == ["Exogenous oestrogen"] and not r["category_certain"]
