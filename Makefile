@@ -40,9 +40,10 @@ test-clock: $(STAMP)  ## the whole suite with the system clock a year ahead, the
 test-fast: $(STAMP)  ## run the fast hermetic tests only
 	$(BIN)/python -m pytest -m "not data and not model and not service and not integration"
 
-lint: $(STAMP)  ## ruff lint and format check
+lint: $(STAMP)  ## ruff lint and format check, and the import-linter layering contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

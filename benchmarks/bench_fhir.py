@@ -24,11 +24,11 @@ from bench_report import _model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/bundles.py
 
-from serving.fhir import validate_bundle
-from serving.fhir_answer import assess, risk_assessment
-from serving.fhir_map import load_table
-from serving.fhir_record import map_bundle
-from serving.middleware import dumps
+from serving.api.responses import dumps
+from serving.interop.fhir import validate_bundle
+from serving.interop.fhir_answer import assess, risk_assessment
+from serving.interop.fhir_map import load_table
+from serving.interop.fhir_record import map_bundle
 from tests import bundles as b
 
 INDEX = date(2026, 11, 24)

@@ -14,8 +14,8 @@ from bench_features import RECORD, per_call_ms
 from features.records import parse_record
 from models.settings import get_settings
 from models.store import load_imported
-from serving.predict import predict_records
-from serving.report import missing_input_effects, render, report_html
+from serving.answer.predict import predict_records
+from serving.answer.report import missing_input_effects, render, report_html
 
 
 def _model():

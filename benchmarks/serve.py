@@ -115,7 +115,7 @@ def in_process(n: int) -> list[float]:
     from features.records import parse_record
     from models.settings import get_settings
     from models.store import load_imported
-    from serving.predict import predict_records
+    from serving.answer.predict import predict_records
 
     model, _ = load_imported(get_settings())
     out = []

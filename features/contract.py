@@ -41,7 +41,6 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     required: bool = False
     max_length: int | None = None
-    group: str = ""
     absent_means: str = "unknown"  # what an absent value says; "unknown" for all but one field
 
     def range_text(self) -> str:
@@ -73,7 +72,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         Kind.TEXT,
         "Identifier echoed in the answer; never logged.",
         max_length=64,
-        group="demographics",
     ),
     _f(
         "age",
@@ -82,9 +80,8 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="years",
         hard=(18, 110),
         required=True,
-        group="demographics",
     ),
-    _f("sex", C, "Sex.", choices=("female", "male"), required=True, group="demographics"),
+    _f("sex", C, "Sex.", choices=("female", "male"), required=True),
     _f(
         "bmi",
         N,
@@ -92,7 +89,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="kg/m²",
         hard=(10, 90),
         usual=(15, 50),
-        group="demographics",
     ),
     _f(
         "body_weight",
@@ -101,51 +97,46 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="kg",
         hard=(20, 400),
         usual=(40, 150),
-        group="demographics",
     ),
     _f(
         "smoking_status",
         C,
         "Smoking status.",
         choices=("never", "former", "current"),
-        group="demographics",
     ),
-    _f("ecog", INT, "ECOG performance status.", hard=(0, 4), group="demographics"),
+    _f("ecog", INT, "ECOG performance status.", hard=(0, 4)),
     # Tumour
-    _f("histology", C, "Tumour histology.", choices=HISTOLOGIES, required=True, group="tumour"),
-    _f("stage", C, "AJCC stage group.", choices=STAGES, required=True, group="tumour"),
+    _f("histology", C, "Tumour histology.", choices=HISTOLOGIES, required=True),
+    _f("stage", C, "AJCC stage group.", choices=STAGES, required=True),
     _f(
         "months_since_diagnosis",
         N,
         "Time from cancer diagnosis to the index date.",
         unit="months",
         hard=(0, 600),
-        group="tumour",
     ),
-    _f("egfr_mutation", B, "EGFR mutation (absent means not tested).", group="tumour"),
-    _f("kras_mutation", B, "KRAS mutation (absent means not tested).", group="tumour"),
-    _f("alk_rearrangement", B, "EML4/ALK rearrangement (absent means not tested).", group="tumour"),
+    _f("egfr_mutation", B, "EGFR mutation (absent means not tested)."),
+    _f("kras_mutation", B, "KRAS mutation (absent means not tested)."),
+    _f("alk_rearrangement", B, "EML4/ALK rearrangement (absent means not tested)."),
     _f(
         "vascular_compression",
         B,
         "Macroscopic vascular or lymphatic compression by tumour (ONKOTEV).",
-        group="tumour",
     ),
     # Treatment (current, or within the last 3 months)
-    _f("chemotherapy", B, "Any cytotoxic chemotherapy.", group="treatment"),
-    _f("platinum_chemotherapy", B, "Cisplatin or carboplatin.", group="treatment"),
-    _f("gemcitabine", B, "Gemcitabine.", group="treatment"),
-    _f("egfr_tki", B, "EGFR tyrosine-kinase inhibitor, e.g. osimertinib.", group="treatment"),
-    _f("anti_angiogenic", B, "Anti-angiogenic therapy, e.g. bevacizumab.", group="treatment"),
-    _f("immunotherapy", B, "Immune checkpoint inhibitor.", group="treatment"),
-    _f("radiotherapy", B, "Radiotherapy.", group="treatment"),
+    _f("chemotherapy", B, "Any cytotoxic chemotherapy."),
+    _f("platinum_chemotherapy", B, "Cisplatin or carboplatin."),
+    _f("gemcitabine", B, "Gemcitabine."),
+    _f("egfr_tki", B, "EGFR tyrosine-kinase inhibitor, e.g. osimertinib."),
+    _f("anti_angiogenic", B, "Anti-angiogenic therapy, e.g. bevacizumab."),
+    _f("immunotherapy", B, "Immune checkpoint inhibitor."),
+    _f("radiotherapy", B, "Radiotherapy."),
     _f(
         "days_since_surgery",
         INT,
         "Days since the most recent thoracic surgery; absent if none.",
         unit="days",
         hard=(0, 3650),
-        group="treatment",
         absent_means="no thoracic surgery",
     ),
     _f(
@@ -156,50 +147,43 @@ FIELDS: tuple[FieldSpec, ...] = (
         "treated within 6 or 12 months, which the treatment fields (last 3 months) cannot.",
         unit="months",
         hard=(0, 600),
-        group="treatment",
     ),
-    _f("central_venous_catheter", B, "Central venous catheter in place.", group="treatment"),
-    _f("esa_use", B, "Erythropoiesis-stimulating agent (Khorana item).", group="treatment"),
-    _f("anticoagulated", B, "On therapeutic or prophylactic anticoagulation.", group="treatment"),
+    _f("central_venous_catheter", B, "Central venous catheter in place."),
+    _f("esa_use", B, "Erythropoiesis-stimulating agent (Khorana item)."),
+    _f("anticoagulated", B, "On therapeutic or prophylactic anticoagulation."),
     # History and current findings
-    _f("prior_vte", B, "Previous DVT or PE.", group="history"),
+    _f("prior_vte", B, "Previous DVT or PE."),
     _f(
         "recent_surgery_or_trauma",
         B,
         "Other surgery (not thoracic), trauma or lower-limb fracture in the last 4 weeks "
         "(Wells, revised Geneva, PERC items); thoracic surgery is days_since_surgery.",
-        group="history",
     ),
-    _f("copd", B, "Chronic obstructive pulmonary disease.", group="history"),
-    _f("pleural_effusion", B, "Pleural effusion on current imaging.", group="history"),
-    _f("immobilized", B, "Bed rest for 3 days or more.", group="history"),
+    _f("copd", B, "Chronic obstructive pulmonary disease."),
+    _f("pleural_effusion", B, "Pleural effusion on current imaging."),
+    _f("immobilized", B, "Bed rest for 3 days or more."),
     _f(
         "recent_hospitalization",
         B,
         "Acute medical admission in the last 3 months.",
-        group="history",
     ),
     _f(
         "suspected_pe",
         B,
         "The assessment is made because PE is clinically suspected; diagnostic rules "
         "(Wells, Geneva, YEARS, age-adjusted D-dimer, PERC) apply only then.",
-        group="history",
     ),
     _f(
         "dvt_signs",
         B,
         "Clinical signs of DVT (leg swelling, pain on deep-vein palpation).",
-        group="history",
     ),
-    _f("unilateral_leg_pain", B, "Unilateral lower-limb pain.", group="history"),
-    _f("pe_most_likely", B, "An alternative diagnosis is less likely than PE.", group="history"),
-    _f("hemoptysis", B, "Haemoptysis.", group="history"),
-    _f("dyspnea", B, "Dyspnoea.", group="history"),
-    _f("chest_pain", B, "Chest pain.", group="history"),
-    _f(
-        "heart_rate", N, "Heart rate.", unit="bpm", hard=(20, 250), usual=(50, 120), group="history"
-    ),
+    _f("unilateral_leg_pain", B, "Unilateral lower-limb pain."),
+    _f("pe_most_likely", B, "An alternative diagnosis is less likely than PE."),
+    _f("hemoptysis", B, "Haemoptysis."),
+    _f("dyspnea", B, "Dyspnoea."),
+    _f("chest_pain", B, "Chest pain."),
+    _f("heart_rate", N, "Heart rate.", unit="bpm", hard=(20, 250), usual=(50, 120)),
     _f(
         "oxygen_saturation",
         N,
@@ -207,7 +191,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="%",
         hard=(50, 100),
         usual=(90, 100),
-        group="history",
     ),
     _f(
         "systolic_bp",
@@ -216,11 +199,10 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="mmHg",
         hard=(40, 300),
         usual=(90, 180),
-        group="history",
     ),
-    _f("contrast_allergy", B, "Iodine contrast allergy (CTPA contraindication).", group="history"),
+    _f("contrast_allergy", B, "Iodine contrast allergy (CTPA contraindication)."),
     # Laboratory: canonical unit here; accepted alternatives in features.units
-    _f("d_dimer", L, "D-dimer.", unit="mg/L FEU", hard=(0, 100), usual=(0.1, 20), group="lab"),
+    _f("d_dimer", L, "D-dimer.", unit="mg/L FEU", hard=(0, 100), usual=(0.1, 20)),
     _f(
         "platelets",
         L,
@@ -228,9 +210,8 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="10⁹/L",
         hard=(1, 2000),
         usual=(150, 450),
-        group="lab",
     ),
-    _f("hemoglobin", L, "Haemoglobin.", unit="g/L", hard=(30, 250), usual=(100, 170), group="lab"),
+    _f("hemoglobin", L, "Haemoglobin.", unit="g/L", hard=(30, 250), usual=(100, 170)),
     _f(
         "leukocytes",
         L,
@@ -238,7 +219,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="10⁹/L",
         hard=(0.1, 500),
         usual=(4, 11),
-        group="lab",
     ),
     _f(
         "pao2",
@@ -247,7 +227,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="mmHg",
         hard=(20, 700),
         usual=(75, 100),
-        group="lab",
     ),
     _f(
         "troponin",
@@ -256,7 +235,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="ng/L",
         hard=(0, 100000),
         usual=(0, 14),
-        group="lab",
     ),
     _f(
         "troponin_i",
@@ -265,9 +243,8 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="ng/L",
         hard=(0, 100000),
         usual=(0, 34),
-        group="lab",
     ),
-    _f("nt_probnp", L, "NT-proBNP.", unit="pg/mL", hard=(0, 100000), usual=(0, 300), group="lab"),
+    _f("nt_probnp", L, "NT-proBNP.", unit="pg/mL", hard=(0, 100000), usual=(0, 300)),
     _f(
         "creatinine",
         L,
@@ -275,7 +252,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="µmol/L",
         hard=(10, 3000),
         usual=(45, 110),
-        group="lab",
     ),
     _f(
         "egfr_renal",
@@ -284,7 +260,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         unit="mL/min/1.73m²",
         hard=(1, 200),
         usual=(60, 120),
-        group="lab",
     ),
     _f(
         "soluble_p_selectin",
@@ -292,7 +267,6 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Soluble P-selectin (Vienna CATS item).",
         unit="ng/mL",
         hard=(0, 1000),
-        group="lab",
     ),
     # Imaging and ECG
     _f(
@@ -300,14 +274,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         N,
         "Right/left ventricular diameter ratio (CT or echocardiography).",
         hard=(0.2, 4),
-        group="imaging",
     ),
     _f(
         "ecg_abnormalities",
         INT,
         "Count of PE-related ECG abnormalities.",
         hard=(0, 12),
-        group="imaging",
     ),
 )
 

@@ -156,13 +156,6 @@ def male_uncontrolled_hypertension(c: Columns) -> tuple[np.ndarray, np.ndarray]:
 
 #: anticancer treatment fields (current, or within the last 3 months: data contract)
 TREATMENTS = ("chemotherapy", "egfr_tki", "anti_angiogenic", "immunotherapy", "radiotherapy")
-_CANCER_FIELDS = (
-    *TREATMENTS,
-    "months_since_treatment",
-    "days_since_surgery",
-    "months_since_diagnosis",
-    "stage",
-)
 
 
 def active_cancer(
@@ -265,7 +258,6 @@ class Item:
     name: str  # plain words, as the report shows it
     points: float
     test: Test
-    fields: tuple[str, ...] = ()  # record fields the item reads (for "missing" lists)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,24 +371,19 @@ _KHORANA_ITEMS = (
         f"Platelets ≥{th.PLATELETS_HIGH.value:g} ×10⁹/L",
         1,
         compare("platelets", ">=", th.PLATELETS_HIGH.value),
-        ("platelets",),
     ),
     Item(
         f"Haemoglobin <{th.HEMOGLOBIN_LOW.value:g} g/L or erythropoiesis-stimulating agent",
         1,
         any_of(compare("hemoglobin", "<", th.HEMOGLOBIN_LOW.value), is_true("esa_use")),
-        ("hemoglobin", "esa_use"),
     ),
     Item(
         f"Leukocytes >{th.LEUKOCYTES_HIGH.value:g} ×10⁹/L",
         1,
         compare("leukocytes", ">", th.LEUKOCYTES_HIGH.value),
-        ("leukocytes",),
     ),
 )
-_BMI = Item(
-    f"BMI ≥{th.BMI_HIGH.value:g} kg/m²", 1, compare("bmi", ">=", th.BMI_HIGH.value), ("bmi",)
-)
+_BMI = Item(f"BMI ≥{th.BMI_HIGH.value:g} kg/m²", 1, compare("bmi", ">=", th.BMI_HIGH.value))
 
 _MULDER = "6-month VTE, meta-analysis of 34,555 patients (Mulder 2019)"
 KHORANA = Score(
@@ -427,13 +414,11 @@ VIENNA_CATS = Score(
             f"D-dimer ≥{th.D_DIMER_CATS.value:g} mg/L FEU",
             1,
             compare("d_dimer", ">=", th.D_DIMER_CATS.value),
-            ("d_dimer",),
         ),
         Item(
             f"Soluble P-selectin ≥{th.P_SELECTIN_CATS.value:g} ng/mL",
             1,
             compare("soluble_p_selectin", ">=", th.P_SELECTIN_CATS.value),
-            ("soluble_p_selectin",),
         ),
     ),
     (
@@ -468,28 +453,24 @@ COMPASS_CAT = Score(
             "Cancer diagnosed ≤6 months ago",
             4,
             compare("months_since_diagnosis", "<=", th.RECENT_DIAGNOSIS_MONTHS.value),
-            ("months_since_diagnosis",),
         ),
         Item(
             "Central venous catheter",
             3,
             is_true("central_venous_catheter"),
-            ("central_venous_catheter",),
         ),
-        Item("Advanced stage (III–IV)", 2, stage_in("III", "IV"), ("stage",)),
+        Item("Advanced stage (III–IV)", 2, stage_in("III", "IV")),
         Item("≥2 cardiovascular risk factors", 5, never_recorded),
         Item(
             "Recent hospitalisation for acute medical illness",
             5,
             is_true("recent_hospitalization"),
-            ("recent_hospitalization",),
         ),
-        Item("Personal history of VTE", 1, is_true("prior_vte"), ("prior_vte",)),
+        Item("Personal history of VTE", 1, is_true("prior_vte")),
         Item(
             f"Platelets ≥{th.PLATELETS_HIGH.value:g} ×10⁹/L",
             2,
             compare("platelets", ">=", th.PLATELETS_HIGH.value),
-            ("platelets",),
         ),
     ),
     (
@@ -520,16 +501,14 @@ ONKOTEV = Score(
             "Khorana score >2",
             1,
             points_above(KHORANA, 2),
-            ("platelets", "hemoglobin", "esa_use", "leukocytes", "bmi"),
         ),
-        Item("Metastatic disease (stage IV)", 1, stage_in("IV"), ("stage",)),
+        Item("Metastatic disease (stage IV)", 1, stage_in("IV")),
         Item(
             "Vascular or lymphatic compression by tumour",
             1,
             is_true("vascular_compression"),
-            ("vascular_compression",),
         ),
-        Item("Previous VTE", 1, is_true("prior_vte"), ("prior_vte",)),
+        Item("Previous VTE", 1, is_true("prior_vte")),
     ),
     (
         Band("0", 0, 0, 0.037, _ONKOTEV_RISK, TWELVE_MONTHS, ""),
@@ -550,10 +529,8 @@ PROTECHT = Score(
     (
         *_KHORANA_ITEMS,
         _BMI,
-        Item(
-            "Platinum chemotherapy", 1, is_true("platinum_chemotherapy"), ("platinum_chemotherapy",)
-        ),
-        Item("Gemcitabine", 1, is_true("gemcitabine"), ("gemcitabine",)),
+        Item("Platinum chemotherapy", 1, is_true("platinum_chemotherapy")),
+        Item("Gemcitabine", 1, is_true("gemcitabine")),
     ),
     (Band("low", 0, 2), Band("high", 3, 7)),
     "Verso M et al. Intern Emerg Med 2012;7:291 [V via van Es 2017]; items from Cancers 2020 "
@@ -571,7 +548,6 @@ CONKO = Score(
             f"ECOG performance status ≥{th.ECOG_POOR.value:g}",
             1,
             compare("ecog", ">=", th.ECOG_POOR.value),
-            ("ecog",),
         ),
     ),
     (Band("low", 0, 2), Band("high", 3, 5)),
@@ -588,17 +564,16 @@ WELLS = Score(
     "wells",
     "Wells score for PE",
     (
-        Item("Clinical signs of DVT", 3, is_true("dvt_signs"), ("dvt_signs",)),
-        Item("PE the most likely diagnosis", 3, is_true("pe_most_likely"), ("pe_most_likely",)),
-        Item("Heart rate >100/min", 1.5, compare("heart_rate", ">", 100), ("heart_rate",)),
+        Item("Clinical signs of DVT", 3, is_true("dvt_signs")),
+        Item("PE the most likely diagnosis", 3, is_true("pe_most_likely")),
+        Item("Heart rate >100/min", 1.5, compare("heart_rate", ">", 100)),
         Item(
             "Immobilisation ≥3 days or surgery in the previous 4 weeks",
             1.5,
             any_of(is_true("immobilized"), _SURGERY_4W),
-            ("immobilized", "days_since_surgery", "recent_surgery_or_trauma"),
         ),
-        Item("Previous DVT or PE", 1.5, is_true("prior_vte"), ("prior_vte",)),
-        Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
+        Item("Previous DVT or PE", 1.5, is_true("prior_vte")),
+        Item("Haemoptysis", 1, is_true("hemoptysis")),
         Item(
             "Malignancy (on treatment, treated in the last 6 months, or palliative)",
             1,
@@ -607,7 +582,6 @@ WELLS = Score(
                 diagnosed_within_months=None,
                 stage_iv="positive",
             ),
-            _CANCER_FIELDS,
         ),
     ),
     (
@@ -651,13 +625,12 @@ REVISED_GENEVA = Score(
     "revised_geneva",
     "Revised Geneva score",
     (
-        Item("Age >65 years", 1, compare("age", ">", 65), ("age",)),
-        Item("Previous DVT or PE", 3, is_true("prior_vte"), ("prior_vte",)),
+        Item("Age >65 years", 1, compare("age", ">", 65)),
+        Item("Previous DVT or PE", 3, is_true("prior_vte")),
         Item(
             "Surgery or lower-limb fracture within 1 month",
             2,
             any_of(surgery_within(th.MONTH_1.value), is_true("recent_surgery_or_trauma")),
-            ("days_since_surgery", "recent_surgery_or_trauma"),
         ),
         Item(
             "Active malignancy, or considered cured less than 1 year ago",
@@ -667,22 +640,19 @@ REVISED_GENEVA = Score(
                 diagnosed_within_months=th.ACTIVE_DIAGNOSIS_MONTHS.value,
                 stage_iv="positive",
             ),
-            _CANCER_FIELDS,
         ),
         Item(
             "Unilateral lower-limb pain",
             3,
             is_true("unilateral_leg_pain"),
-            ("unilateral_leg_pain",),
         ),
-        Item("Haemoptysis", 2, is_true("hemoptysis"), ("hemoptysis",)),
-        Item("Heart rate 75–94/min", 3, between("heart_rate", 75, 95), ("heart_rate",)),
-        Item("Heart rate ≥95/min", 5, compare("heart_rate", ">=", 95), ("heart_rate",)),
+        Item("Haemoptysis", 2, is_true("hemoptysis")),
+        Item("Heart rate 75–94/min", 3, between("heart_rate", 75, 95)),
+        Item("Heart rate ≥95/min", 5, compare("heart_rate", ">=", 95)),
         Item(
             "Pain on deep venous palpation and unilateral oedema",
             4,
             is_true("dvt_signs"),
-            ("dvt_signs",),
         ),
     ),
     (
@@ -710,22 +680,20 @@ SPESI = Score(
     "spesi",
     "Simplified PESI (30-day mortality if PE is confirmed)",
     (
-        Item("Age >80 years", 1, compare("age", ">", 80), ("age",)),
+        Item("Age >80 years", 1, compare("age", ">", 80)),
         Item(
             "Cancer (active: diagnosed ≤12 months, under treatment, or metastatic)",
             1,
             _ACTIVE_SPESI,
-            _CANCER_FIELDS,
         ),
         Item(
             "Chronic heart failure or chronic lung disease",
             1,
             any_of(is_true("copd"), never_recorded),
-            ("copd",),
         ),
-        Item("Pulse ≥110/min", 1, compare("heart_rate", ">=", 110), ("heart_rate",)),
-        Item("Systolic BP <100 mmHg", 1, compare("systolic_bp", "<", 100), ("systolic_bp",)),
-        Item("SaO₂ <90 %", 1, compare("oxygen_saturation", "<", 90), ("oxygen_saturation",)),
+        Item("Pulse ≥110/min", 1, compare("heart_rate", ">=", 110)),
+        Item("Systolic BP <100 mmHg", 1, compare("systolic_bp", "<", 100)),
+        Item("SaO₂ <90 %", 1, compare("oxygen_saturation", "<", 90)),
     ),
     (
         Band("low", 0, 0, 0.010, "30-day mortality (Jiménez 2010)", THIRTY_DAYS),
@@ -751,23 +719,20 @@ VTE_BLEED = Score(
                 diagnosed_within_months=th.RECENT_DIAGNOSIS_MONTHS.value,
                 stage_iv="unknown",
             ),
-            _CANCER_FIELDS,
         ),
         Item(
             "Male with uncontrolled hypertension (SBP ≥140 mmHg)",
             1,
             male_uncontrolled_hypertension,
-            ("systolic_bp",),
         ),
-        Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia, ("hemoglobin",)),
+        Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia),
         Item("History of bleeding", 1.5, never_recorded),
-        Item("Age ≥60 years", 1.5, compare("age", ">=", 60), ("age",)),
+        Item("Age ≥60 years", 1.5, compare("age", ">=", 60)),
         Item(
             f"Renal dysfunction (creatinine clearance <{th.CRCL_BLEEDING.value:g} mL/min, "
             "Cockcroft–Gault)",
             1.5,
             clearance_below(th.CRCL_BLEEDING.value),
-            ("creatinine", "body_weight"),
         ),
     ),
     (Band("low", 0, 1.5, points="<2"), Band("high", 2, 9)),
@@ -791,17 +756,15 @@ RIETE = Score(
             "Creatinine >1.2 mg/dL (106 µmol/L)",
             1.5,
             compare("creatinine", ">", 1.2 * CREATININE_MG_DL),
-            ("creatinine",),
         ),
-        Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia, ("hemoglobin",)),
+        Item("Anaemia (Hb <130 g/L men, <120 g/L women)", 1.5, anaemia),
         Item(
             "Cancer (active: diagnosed ≤12 months, under treatment, or metastatic)",
             1,
             _ACTIVE_SPESI,
-            _CANCER_FIELDS,
         ),
         Item("Clinically overt PE", 1, never_recorded),
-        Item("Age >75 years", 1, compare("age", ">", 75), ("age",)),
+        Item("Age >75 years", 1, compare("age", ">", 75)),
     ),
     (
         Band("low", 0, 0, 0.003, "3-month major bleeding (Ruíz-Giménez 2008)", THREE_MONTHS),
@@ -830,18 +793,17 @@ PERC = Score(
     "perc",
     "PERC rule",
     (
-        Item("Age ≥50 years", 1, compare("age", ">=", 50), ("age",)),
-        Item("Heart rate ≥100/min", 1, compare("heart_rate", ">=", 100), ("heart_rate",)),
-        Item("SaO₂ <95 %", 1, compare("oxygen_saturation", "<", 95), ("oxygen_saturation",)),
-        Item("Unilateral leg swelling", 1, is_true("dvt_signs"), ("dvt_signs",)),
-        Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
+        Item("Age ≥50 years", 1, compare("age", ">=", 50)),
+        Item("Heart rate ≥100/min", 1, compare("heart_rate", ">=", 100)),
+        Item("SaO₂ <95 %", 1, compare("oxygen_saturation", "<", 95)),
+        Item("Unilateral leg swelling", 1, is_true("dvt_signs")),
+        Item("Haemoptysis", 1, is_true("hemoptysis")),
         Item(
             "Surgery or trauma ≤4 weeks",
             1,
             _SURGERY_4W,
-            ("days_since_surgery", "recent_surgery_or_trauma"),
         ),
-        Item("Prior DVT or PE", 1, is_true("prior_vte"), ("prior_vte",)),
+        Item("Prior DVT or PE", 1, is_true("prior_vte")),
         Item("Exogenous oestrogen", 1, never_recorded),
     ),
     (
@@ -878,9 +840,9 @@ ADDITIVE: tuple[Score, ...] = (
 )
 
 YEARS_ITEMS = (
-    Item("Clinical signs of DVT", 1, is_true("dvt_signs"), ("dvt_signs",)),
-    Item("Haemoptysis", 1, is_true("hemoptysis"), ("hemoptysis",)),
-    Item("PE the most likely diagnosis", 1, is_true("pe_most_likely"), ("pe_most_likely",)),
+    Item("Clinical signs of DVT", 1, is_true("dvt_signs")),
+    Item("Haemoptysis", 1, is_true("hemoptysis")),
+    Item("PE the most likely diagnosis", 1, is_true("pe_most_likely")),
 )
 YEARS_SOURCE = "van der Hulle T et al. Lancet 2017;390:289 [V]; thresholds in FEU (MDCalc) [V]"
 AGE_ADJUSTED_SOURCE = "Righini M et al. JAMA 2014;311:1117 (ADJUST-PE) [V]"

@@ -46,7 +46,6 @@ class FeatureSpec:
     label: str  # plain words for clinicians
     derive: Callable[[Columns], np.ndarray]
     unit: str = ""
-    dtype: str = "float64"
     monotone: int = 0
     source: str = ""
     missing: str = UNKNOWN
@@ -697,7 +696,6 @@ def spec_table() -> list[dict[str, object]]:
         {
             "name": f.name,
             "label": f.label,
-            "dtype": f.dtype,
             "unit": f.unit,
             "monotone": f.monotone,
             "source": f.source,

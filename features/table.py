@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import BY_NAME, FIELDS, OUTCOME, REQUIRED, TABLE_META, FieldSpec, Kind
-from features.records import (
+from features.messages import (
     FieldIssue,
     choice_issue,
     missing_issue,

@@ -19,13 +19,14 @@ This module imports ``features`` (to build the matrix by name) and never ``train
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
+from scipy.special import expit
 
 from features import thresholds as th
 from features.build import feature_matrix
@@ -185,10 +186,6 @@ class PERiskModel:
         )
 
 
-def expit(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -197,8 +194,3 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def logit(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    return np.log(p) - np.log1p(-p)

@@ -12,7 +12,7 @@ audit logs) lives under one folder, ``.pe-risk/`` in the checkout by default
 ``PE_RISK_API_TOKEN``      bearer token(s) the HTTP API requires, comma-separated
 ``PE_RISK_API_TOKEN_FILE`` a file holding the token(s), one per line
 ``PE_RISK_WORKERS``        HTTP worker processes (default: one per CPU core)
-``PE_RISK_FHIR_MAP``       a CSV of extra FHIR mapping rows (``serving/fhir_map.csv`` columns)
+``PE_RISK_FHIR_MAP``       a CSV of extra FHIR mapping rows (``serving/interop/fhir_map.csv`` columns)
 ``PE_RISK_FHIR_SERVERS``   FHIR base URLs a CDS Hooks call may fetch missing prefetch
                            data from, comma-separated (default: none, so never fetch)
 ``PE_RISK_PUBLIC_URL``     the service's address as clinicians' browsers reach it (report

@@ -3,7 +3,7 @@
 ``bentoml serve serving.service:PERisk`` (``make serve`` does the set-up). The model is the
 champion imported from MLflow into the BentoML store (``pe-risk import-model``), declared
 at class scope so ``bentoml build`` packages it. Each API is thin: validate → features →
-predict → explain → respond; the rules live in ``features`` and ``serving.predict``.
+predict → explain → respond; the rules live in ``features`` and ``serving.answer.predict``.
 """
 
 from __future__ import annotations
@@ -37,15 +37,19 @@ from features.records import RecordError, parse_record
 from features.spec import spec_table
 from models.artifact import PERiskModel
 from models.settings import get_settings
-from serving.audit import AuditLog, input_hash
-from serving.fhir import validate_bundle
-from serving.fhir_map import load_table
-from serving.interop import cds_app, fhir_app, report_link_app
-from serving.links import ReportLinks, link_key
-from serving.middleware import BearerAuth, RequestGuard, json_response
-from serving.predict import model_block, predict_records
-from serving.report import report_html
-from serving.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
+from serving.answer.predict import model_block, predict_records
+from serving.answer.report import report_html
+from serving.api.audit import AuditLog, input_hash
+from serving.api.auth import BearerAuth
+from serving.api.guard import RequestGuard
+from serving.api.responses import json_response
+from serving.api.routes import Route as Mount
+from serving.api.routes import registry
+from serving.api.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
+from serving.interop.fhir import validate_bundle
+from serving.interop.fhir_map import load_table
+from serving.interop.links import ReportLinks, link_key
+from serving.interop.routes import MOUNTS
 
 BENTO_MODEL = "pe-risk:latest"
 
@@ -74,12 +78,9 @@ def _model_json(request: Request) -> JSONResponse:
 
 
 model_app = Starlette(routes=[Route("/", _model_json, methods=["GET"])])
+MODEL_MOUNT = Mount("/model/", mount=True, root_answers=True)
 
 
-@bentoml.asgi_app(model_app, path="/model")
-@bentoml.asgi_app(fhir_app, path="/fhir")
-@bentoml.asgi_app(cds_app, path="/cds-services")
-@bentoml.asgi_app(report_link_app, path="/report-link")
 @bentoml.service(
     name="pe_risk",
     workers=get_settings().workers,  # one process per core: the GIL caps a worker at one
@@ -150,7 +151,7 @@ class PERisk:
     def record_audit(
         self, request_id: str, endpoint: str, rows: list[dict[str, Any]], t0: float
     ) -> None:
-        """One audit line per answered record (no identifiers; see ``serving.audit``)."""
+        """One audit line per answered record (no identifiers; see ``serving.api.audit``)."""
         ms = round((time.perf_counter() - t0) * 1000, 3)
         self.audit.write(
             [
@@ -248,5 +249,12 @@ class PERisk:
         return json_response(answer, release=True)  # type: ignore[return-value]
 
 
-PERisk.add_asgi_middleware(RequestGuard)
-PERisk.add_asgi_middleware(BearerAuth)  # tokens are read from the settings when the app is built
+for _app, _mount in ((model_app, MODEL_MOUNT), *MOUNTS):
+    PERisk.mount_asgi_app(_app, path=_mount.path.rstrip("/"))
+#: every route, declared once: the APIs above and the mounts; the guard and the bearer check
+#: read it (tokens are read from the settings when the app is built)
+ROUTES = registry(
+    (api.route for api in PERisk.apis.values()), [MODEL_MOUNT, *(m for _, m in MOUNTS)]
+)
+PERisk.add_asgi_middleware(RequestGuard, routes=ROUTES)
+PERisk.add_asgi_middleware(BearerAuth, routes=ROUTES)

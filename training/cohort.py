@@ -42,12 +42,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from features import thresholds as th
 from features.build import blanked
@@ -311,15 +311,11 @@ def _observable_eta(
     return eta
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def _solve_intercept(eta: np.ndarray, target: float) -> float:
     lo, hi = -15.0, 10.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _sigmoid(eta + mid).mean() < target else (lo, mid)
+        lo, hi = (mid, hi) if expit(eta + mid).mean() < target else (lo, mid)
     return (lo + hi) / 2
 
 
@@ -335,7 +331,7 @@ def _calibrate(
     for _ in range(40):
         beta = (lo + hi) / 2
         b0 = _solve_intercept(eta + beta * advanced, incidence)
-        p = _sigmoid(eta + beta * advanced + b0)
+        p = expit(eta + beta * advanced + b0)
         ratio = odds(p[advanced].mean()) / odds(p[~advanced].mean())
         lo, hi = (beta, hi) if ratio < marginal_or else (lo, beta)
     beta = (lo + hi) / 2
@@ -465,7 +461,7 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
         eta, advanced, fx("incidence", "target"), fx("stage_iii_iv", "target_marginal_or")
     )
     logit_base = eta + beta * advanced + b0
-    p_base = _sigmoid(logit_base)
+    p_base = expit(logit_base)
     y = rng.random(n) < p_base
     q = fx("pe_at_index", "fraction_of_events")
     present = y & (rng.random(n) < q)
@@ -473,7 +469,7 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     p_true = _with_findings(p_base, q, sum(llr.values()))
     _mask(rng, c, fx)
     p_seen = _with_findings(
-        _sigmoid(_observable_eta(c, factors, ors) + beta * advanced + b0),
+        expit(_observable_eta(c, factors, ors) + beta * advanced + b0),
         q,
         sum(v * _recorded(c[name]) for name, v in llr.items()),
     )
@@ -550,6 +546,18 @@ def _sites_and_dates(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.n
     return site, dates.astype(object)
 
 
+def cohort_file(settings: Any, n: int, seed: int, say: Any = None) -> Path:
+    """The synthetic cohort of ``n`` rows for ``seed`` in the state folder, generated and
+    written there the first time it is asked for."""
+    settings.ensure_dirs()
+    path = settings.cohort_file(n, seed)
+    if not path.exists():
+        if say:
+            say(f"generating a synthetic cohort of {n} rows (seed {seed})")
+        write(generate(n, seed), path)
+    return path
+
+
 def truth_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.truth{path.suffix}")
 
@@ -594,194 +602,3 @@ def read_meta(path: Path) -> dict[str, Any]:
         if raw:
             return json.loads(raw)
     return json.loads(meta_path(path).read_text(encoding="utf-8"))
-
-
-# ---------------------------------------------------------------------------------------
-# Checks against the published figures (used by `pe-risk cohort --describe` and data tests)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float
-    low: float  # 99 % interval (sampling error) where one applies, else the value
-    high: float
-    published: str
-    ok: bool
-    source: str
-
-
-def _odds_ratio(y: np.ndarray, exposed: np.ndarray) -> tuple[float, float, float]:
-    """Odds ratio with a 99 % Woolf interval."""
-    a, b = (y & exposed).sum(), (~y & exposed).sum()
-    c, d = (y & ~exposed).sum(), (~y & ~exposed).sum()
-    log_or = np.log((a * d) / (b * c))
-    se = np.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
-    return (
-        float(np.exp(log_or)),
-        float(np.exp(log_or - 2.576 * se)),
-        float(np.exp(log_or + 2.576 * se)),
-    )
-
-
-def _tested_odds_ratio(
-    frame: pd.DataFrame, y: np.ndarray, marker: str
-) -> tuple[float, float, float]:
-    """Odds ratio of a marker among the rows where it was tested (untested = missing)."""
-    x = frame[marker].to_numpy(dtype=float, na_value=np.nan)
-    tested = ~np.isnan(x)
-    return _odds_ratio(y[tested], x[tested] == 1)
-
-
-def _rate(y: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
-    """Proportion with a 99 % Wilson interval."""
-    n, k = mask.sum(), (y & mask).sum()
-    p, z = k / n, 2.576
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(p), float(centre - half), float(centre + half)
-
-
-def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
-    """Compare a cohort with the published figures it was built to reproduce."""
-    from sklearn.metrics import roc_auc_score
-
-    from features.build import frame_columns
-    from features.scores import KHORANA
-
-    fx = load_effects()
-    y = frame[OUTCOME].to_numpy() == 1
-    checks: list[Check] = []
-    inc = _rate(y, np.ones(len(y), dtype=bool))
-    checks.append(
-        Check(
-            "incidence of PE within 180 days",
-            *inc,
-            "5–12 % by case mix",
-            0.05 <= inc[0] <= 0.12,
-            load_effects().rows[("incidence", "target")][1][:60],
-        )
-    )
-    oracle = float(roc_auc_score(y, truth["true_probability"]))
-    checks.append(
-        Check(
-            "oracle AUROC (true probability)",
-            oracle,
-            oracle,
-            oracle,
-            "upper bound for any model",
-            0.7 <= oracle <= 0.95,
-            "this generator",
-        )
-    )
-    seen = float(roc_auc_score(y, truth["observable_probability"]))
-    checks.append(
-        Check(
-            "observable AUROC (from the record)",
-            seen,
-            seen,
-            seen,
-            "ceiling from the record",
-            0.6 <= seen <= oracle,
-            "hidden values at their expectation",
-        )
-    )
-    calib = float(truth["true_probability"].mean())
-    checks.append(
-        Check(
-            "mean true probability",
-            calib,
-            calib,
-            calib,
-            "= incidence",
-            inc[1] <= calib <= inc[2],
-            "Bayes: E[p_true] = P(PE)",
-        )
-    )
-    advanced = frame["stage"].isin(["III", "IV"]).to_numpy()
-    target = fx("stage_iii_iv", "target_marginal_or")
-    orr = _odds_ratio(y, advanced)
-    checks.append(
-        Check(
-            "OR stage III–IV vs I–II",
-            *orr,
-            f"{target:g}",
-            orr[1] <= target <= orr[2],
-            "review, ref 19",
-        )
-    )
-    cases = frame.loc[y, "histology"].value_counts(normalize=True)
-    adeno = float(cases.get("adenocarcinoma", 0))
-    checks.append(
-        Check(
-            "adenocarcinoma share of PE cases",
-            adeno,
-            adeno,
-            adeno,
-            f"most common (next: {cases.index[1]} {cases.iloc[1]:.2f})",
-            cases.index[0] == "adenocarcinoma",
-            "review (Cui; our centre)",
-        )
-    )
-    alk_or = _tested_odds_ratio(frame, y, "alk_rearrangement")
-    checks.append(
-        Check(
-            "OR ALK+ vs ALK− (tested)",
-            *alk_or,
-            "HR 1.87–3.70",
-            alk_or[1] > 1,
-            "Al-Samkari 2020; Icht 2023",
-        )
-    )
-    egfr_or = _tested_odds_ratio(frame, y, "egfr_mutation")
-    checks.append(
-        Check(
-            "OR EGFR+ vs EGFR− (tested)",
-            *egfr_or,
-            "not raised (HR 0.46)",
-            egfr_or[1] <= 1.0,
-            "Dou 2018; Multidiscip Respir Med 2017",
-        )
-    )
-    days = frame["days_since_surgery"].to_numpy(dtype=float, na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        edges = [0, *(int(w.value) for w in (th.MONTH_1, th.MONTHS_3, th.MONTHS_6, th.MONTHS_12))]
-        bands = [(lo + (lo > 0), hi) for lo, hi in pairwise(edges)]
-        rates = [_rate(y, (days >= lo) & (days <= hi)) for lo, hi in bands]
-    first = rates[0]
-    later = max(r[0] for r in rates[1:])
-    checks.append(
-        Check(
-            "PE rate ≤1 month after surgery",
-            *first,
-            f"peak in month one (later bands ≤{later:.3f})",
-            first[0] > later,
-            "Yang (review, ref 23)",
-        )
-    )
-    khorana = KHORANA.evaluate(frame_columns(frame)).points
-    k_auc = float(roc_auc_score(y, khorana))
-    checks.append(
-        Check(
-            "Khorana AUROC",
-            k_auc,
-            k_auc,
-            k_auc,
-            "0.55–0.62 in lung cancer",
-            0.55 <= k_auc <= 0.62,
-            "Cancers 2024 (0.57); van Es 2020",
-        )
-    )
-    return checks
-
-
-def format_checks(checks: list[Check]) -> str:
-    lines = [f"{'check':<38} {'cohort':>8} {'99% interval':>17}  {'published':<32} ok"]
-    for ch in checks:
-        interval = f"{ch.low:.3f}–{ch.high:.3f}" if ch.low != ch.high else ""
-        lines.append(
-            f"{ch.name:<38} {ch.value:>8.3f} {interval:>17}  {ch.published:<32} "
-            f"{'yes' if ch.ok else 'NO'}"
-        )
-    return "\n".join(lines)

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
 from features.build import take
 from features.scores import ADDITIVE
-from models.artifact import expit
 from training import evaluate as ev
 from training.train import Fitted
 from training.unknowns import EVALUATION_RATE, remove_at_random

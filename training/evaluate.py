@@ -25,10 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from scipy.special import logit
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from statsmodels.nonparametric.smoothers_lowess import lowess
-
-from models.artifact import logit
 
 EPS = 1e-6
 THRESHOLDS = np.round(np.arange(0.02, 0.3001, 0.01), 2)  # decision curve, 2–30 %

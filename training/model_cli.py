@@ -1,4 +1,5 @@
-"""``pe-risk train``, ``pe-risk models`` and ``pe-risk promote``: the model's life in MLflow.
+"""The model commands, ``pe-risk train``, ``models``, ``promote`` and ``import-model``: the
+model's life in MLflow and its hand-over to the BentoML store.
 
 Exit status of ``train``: 0 when the model passed the gate and is the champion, 3 when it
 was trained and logged but the gate refused it (or ``--no-register``), 1 when the table
@@ -8,20 +9,14 @@ cannot be trained on (nothing is registered), 2 when the file cannot be read.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from models.console import progress
+
 EXIT_GATE_FAILED = 3
-
-
-def _say(start: float):
-    def say(msg: str) -> None:
-        typer.echo(f"[{time.perf_counter() - start:6.1f}s] {msg}", err=True)
-
-    return say
 
 
 def train(
@@ -103,17 +98,13 @@ def train(
     from training.track import load_training_data, train_and_track
     from training.train import TrainConfig, TrainingDataError
 
-    say = _say(time.perf_counter())
+    say = progress()
     settings = get_settings()
     if (data is None) == (synthetic is None):
         typer.echo("error: give exactly one of --data PATH or --synthetic N", err=True)
         raise typer.Exit(2)
     if synthetic is not None:
-        settings.ensure_dirs()
-        data = settings.cohort_file(synthetic, seed)
-        if not data.exists():
-            say(f"generating a synthetic cohort of {synthetic} rows (seed {seed})")
-            synth.write(synth.generate(synthetic, seed), data)
+        data = synth.cohort_file(settings, synthetic, seed, say)
     assert data is not None
     say(f"reading and validating {data}")
     try:
@@ -267,155 +258,12 @@ def import_model(
     typer.echo(f"imported {settings.model_name} version {version} as BentoML model {tag}")
 
 
-def read_record(path: Path) -> Any:
-    """One JSON record from a file ('-': standard input), validated; exits 2 / 1 on bad input."""
-    import json
-
-    from features.records import RecordError, parse_record
-
-    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    try:
-        return parse_record(json.loads(text))
-    except json.JSONDecodeError as exc:
-        typer.echo(f"error: {path} is not valid JSON: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except RecordError as exc:
-        for issue in exc.issues:
-            typer.echo(f"error: {issue.message}", err=True)
-        raise typer.Exit(1) from None
-
-
-def report(
-    record: Annotated[Path, typer.Argument(help="A JSON patient record ('-' for standard input).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML page.")] = Path(
-        "report.html"
-    ),
-    model_dir: Annotated[
-        Path | None,
-        typer.Option(help="A model folder (booster.ubj + model.json); default: the served model."),
-    ] = None,
-) -> None:
-    """Write the clinician's one-page report for one record, without a server (as POST /report)."""
-    from models.artifact import PERiskModel
-    from models.settings import get_settings
-    from models.store import load_imported
-    from serving.report import report_html
-
-    parsed = read_record(record)
-    if model_dir is not None:
-        model = PERiskModel.load(model_dir)
-        version = str(model.info.get("run_id") or model_dir.name)
-    else:
-        try:
-            model, version = load_imported(get_settings())
-        except LookupError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-    out.write_text(report_html(model, version, parsed), encoding="utf-8")
-    typer.echo(f"wrote {out} (model version {version})")
-
-
-def fhir_map(
-    bundle: Annotated[
-        Path, typer.Argument(help="A FHIR R4 Bundle, JSON ('-' for standard input).")
-    ],
-    index_date: Annotated[
-        str | None, typer.Option(help="The assessment date, YYYY-MM-DD (default today).")
-    ] = None,
-    extra_map: Annotated[
-        Path | None,
-        typer.Option("--map", help="Extra mapping rows (CSV, serving/fhir_map.csv columns)."),
-    ] = None,
-) -> None:
-    """Show the record(s) a FHIR bundle maps to, and every issue, as POST /fhir/risk-assessment
-    sees them (exit 1 if a patient's record is incomplete, 2 if the bundle or table is bad)."""
-    import json
-    from datetime import date
-
-    from serving.fhir import BundleError, validate_bundle
-    from serving.fhir_answer import operation_outcome, validate_records
-    from serving.fhir_map import MapTableError, load_table
-    from serving.fhir_record import map_bundle
-
-    text = sys.stdin.read() if str(bundle) == "-" else bundle.read_text(encoding="utf-8")
-    try:
-        table = load_table(extra_map.resolve() if extra_map else None)
-        doc = json.loads(text)
-        validate_bundle(doc)
-        day = date.fromisoformat(index_date) if index_date else date.today()
-    except (MapTableError, json.JSONDecodeError, ValueError) as exc:
-        issues = exc.issues if isinstance(exc, BundleError) else None
-        for line in [i.diagnostics for i in issues] if issues else [str(exc)]:
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(2) from None
-    patients, loose = map_bundle(doc, table, day)
-    validate_records(patients)  # the record's own problems join the issues
-    issues = loose + [i for p in patients for i in p.issues]
-    out = {
-        "index_date": day.isoformat(),
-        "records": [{"patient": p.patient.ref, "ok": p.ok, "record": p.record} for p in patients],
-        "outcome": operation_outcome(issues),
-    }
-    typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
-    if not patients or not all(p.ok for p in patients):
-        raise typer.Exit(1)
-
-
-def serve(
-    port: Annotated[int, typer.Option(help="Port to listen on.", envvar="PORT")] = 3000,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    rows: Annotated[
-        int, typer.Option(help="Synthetic rows to train on when no champion exists.")
-    ] = 50_000,
-) -> None:
-    """Serve the champion over HTTP: train on the synthetic cohort if there is none, import it, serve."""
-    import os
-
-    from models.settings import get_settings
-    from models.store import import_model as do_import
-    from models.store import imported_version
-    from training.registry import champion_version
-    from training.track import client_for
-
-    settings = get_settings()
-    say = _say(time.perf_counter())
-    champ = champion_version(client_for(settings), settings.model_name)
-    if champ is None:
-        say(f"no champion in {settings.mlflow_tracking_uri}: training on {rows} synthetic rows")
-        try:
-            train(synthetic=rows, data=None)
-        except typer.Exit as done:
-            if done.exit_code:
-                raise
-        champ = champion_version(client_for(settings), settings.model_name)
-        if champ is None:
-            typer.echo("error: training did not produce a champion; see the output above", err=True)
-            raise typer.Exit(1)
-    if imported_version(settings) != str(champ.version):
-        tag, version = do_import(settings)
-        say(f"imported champion version {version} into the BentoML store ({tag})")
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(settings.bentoml_home),
-        "PE_RISK_STATE_DIR": str(settings.state_dir),
-    }
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    say(f"serving {settings.model_name} version {champ.version} on http://{host}:{port}")
-    os.execve(
-        bentoml,
-        [bentoml, "serve", "serving.service:PERisk", "--port", str(port), "--host", host],
-        env,
-    )
-
-
-def register_commands(app: typer.Typer) -> None:
+def register(app: typer.Typer) -> None:
+    """The model commands: train, models, promote, import-model."""
     app.command()(train)
     app.command("models")(models_list)
     app.command()(promote)
     app.command("import-model")(import_model)
-    app.command()(report)
-    app.command("fhir-map")(fhir_map)
-    app.command()(serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -423,3 +423,18 @@ def _log_artifacts(
     mlflow.log_artifacts(str(ev_dir), "evaluation")
     mlflow.log_dict({"features": spec_table()}, "feature_spec.json")
     mlflow.log_text(card, "model_card.md")
+
+
+def ensure_champion(settings: Settings, rows: int, say: Progress) -> str | None:
+    """The champion's version; when the registry has none, one trained on a synthetic cohort
+    of ``rows`` (seed 7) first (what ``pe-risk serve`` needs). None if the gate refused it."""
+    from training.cohort import cohort_file
+
+    client = client_for(settings)
+    champ = champion_version(client, settings.model_name)
+    if champ is None:
+        say(f"no champion in {settings.mlflow_tracking_uri}: training on {rows} synthetic rows")
+        data = load_training_data(cohort_file(settings, rows, TrainConfig().seed, say))
+        train_and_track(data, TrainConfig(), settings, progress=say)
+        champ = champion_version(client, settings.model_name)
+    return None if champ is None else str(champ.version)

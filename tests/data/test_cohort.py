@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from features.table import read_table, validate_table
 from training.cli import app
-from training.cohort import describe, generate, load_effects, read_meta, read_truth, write
+from training.cohort import generate, load_effects, read_meta, read_truth, write
+from training.cohort_checks import describe
 
 pytestmark = pytest.mark.data
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from scipy.special import logit
 
 from features.build import record_columns
 from features.records import parse_record
-from models.artifact import PERiskModel, logit
+from models.artifact import PERiskModel
 from tests.conftest import base_record
 from training.compare import take
 from training.train import TrainConfig, fit

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from features.spec import MODEL_FEATURE_NAMES
-from serving.schemas import BatchResponse, Prediction
+from serving.api.schemas import BatchResponse, Prediction
 from tests.conftest import base_record
 
 pytestmark = pytest.mark.service

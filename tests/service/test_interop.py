@@ -281,7 +281,7 @@ def test_missing_prefetch_is_fetched_from_an_allowed_fhir_server_page_by_page(cl
 
 
 def test_an_unreachable_fhir_server_is_unobtainable_data_not_a_crash():
-    from serving.interop import _fetch
+    from serving.interop.routes import _fetch
 
     with pytest.raises(OSError, match="ConnectError"):
         _fetch("http://127.0.0.1:9/fhir/Patient/x", "token")  # discard port: refused
@@ -397,7 +397,7 @@ def test_feedback_is_audited_without_identifiers(client, audit_path):
 
 
 def test_a_forged_or_expired_report_link_does_not_open(client, served_state):
-    from serving.links import LinkError, ReportLinks, link_key
+    from serving.interop.links import LinkError, ReportLinks, link_key
 
     r = client.get("/report-link/gAAAAABforged", headers={"Authorization": ""})
     assert r.status_code == 404 and "not a valid" in r.text

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from features.records import parse_record
 from models.settings import get_settings
 from models.store import load_imported
-from serving.report import missing_input_effects, percent, waterfall
+from serving.answer.report import missing_input_effects, percent, waterfall
 from tests.conftest import base_record
 
 pytestmark = pytest.mark.service
@@ -108,7 +108,7 @@ def test_one_average_a_legend_and_bleeding_apart(client) -> None:
 
 def test_the_estimate_reads_against_the_bands_anchors() -> None:
     """9 % and 82 % must not read the same: each is placed against the published anchors."""
-    from serving.report import anchor_text
+    from serving.answer.report import anchor_text
 
     bands = {"low_below": 0.05, "high_from": 0.089}
     assert anchor_text(0.09, bands).startswith("1.0 ×")

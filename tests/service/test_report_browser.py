@@ -19,7 +19,7 @@ import pytest
 
 from features.contract import FIELDS, Kind
 from features.records import RecordError, parse_record
-from serving.report import percent
+from serving.answer.report import percent
 from tests.conftest import base_record
 from tests.service.test_report import RECORD
 

@@ -47,9 +47,13 @@ def server(served_state, tmp_path_factory):
         yield url, log_path
 
 
-def test_the_built_bento_serves_on_its_own(served_state, tmp_path) -> None:
-    """`bentoml build` packages the service, the files it reads and the model: served by tag
-    from an empty folder, it answers JSON and FHIR (the mapping table is one such file)."""
+def test_the_built_bento_serves_every_route_on_its_own(served_state, tmp_path) -> None:
+    """`bentoml build` packages the service, every file it reads (the mapping table, the
+    report's template) and the model: served by tag from an empty folder, it answers every
+    route of the registry, the report and the report link included."""
+    from serving.service import ROUTES
+    from tests.service.test_interop import hook_call, prefetch_of
+
     env = {"BENTOML_HOME": str(served_state.bentoml_home)}
     built = subprocess.run(
         [str(BIN / "bentoml"), "build", "-o", "tag"],
@@ -64,17 +68,36 @@ def test_the_built_bento_serves_on_its_own(served_state, tmp_path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env["PE_RISK_STATE_DIR"] = str(tmp_path / "state")
+    fhir_json = {"content-type": "application/fhir+json"}
     with bentoml_serve(tag, env, elsewhere, tmp_path / "bento.log") as url:
-        answer = HTTP.post(f"{url}/predict", json=base_record())
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["model"]["synthetic_data"] is True
-        fhir = HTTP.post(
-            f"{url}/fhir/risk-assessment?index_date={bundles.INDEX}",
-            json=bundles.bundle(bundles.typical_patient("bento-1")),
-            headers={"content-type": "application/fhir+json"},
-        )
-        assert fhir.status_code == 200, fhir.text
-        assert fhir.json()["resourceType"] == "RiskAssessment"
+        patient = bundles.typical_patient("bento-1", today=date.today())
+        call = hook_call("bento-1", prefetch_of(patient))
+        answers = {
+            "/livez": HTTP.get(f"{url}/livez"),
+            "/readyz": HTTP.get(f"{url}/readyz"),
+            "/healthz": HTTP.get(f"{url}/healthz"),
+            "/predict": HTTP.post(f"{url}/predict", json=base_record()),
+            "/predict_batch": HTTP.post(f"{url}/predict_batch", json={"patients": [base_record()]}),
+            "/report": HTTP.post(f"{url}/report", json=base_record(d_dimer=1.4)),
+            "/model/": HTTP.get(f"{url}/model"),
+            "/fhir/": HTTP.post(
+                f"{url}/fhir/risk-assessment?index_date={bundles.INDEX}",
+                json=bundles.bundle(bundles.typical_patient("bento-1")),
+                headers=fhir_json,
+            ),
+            "/cds-services/": HTTP.post(f"{url}/cds-services/pe-risk", json=call),
+        }
+        card = answers["/cds-services/"].json()["cards"][0]
+        answers["/report-link/"] = HTTP.get(card["links"][0]["url"])
+        assert set(answers) == {r.path for r in ROUTES.routes}  # every route of the registry
+        for path, r in answers.items():
+            assert r.status_code == 200, (path, r.text[:500])
+        assert answers["/predict"].json()["model"]["synthetic_data"] is True
+        assert "<svg" in answers["/report"].text and "SYNTHETIC" in answers["/report"].text
+        assert "SYNTHETIC" in answers["/report-link/"].text
+        assert answers["/fhir/"].json()["resourceType"] == "RiskAssessment"
+        assert HTTP.get(f"{url}/cds-services").json()["services"]
+        assert HTTP.get(f"{url}/docs.json").json()["paths"]
     assert list(elsewhere.iterdir()) == []  # its state went to PE_RISK_STATE_DIR, not here
 
 

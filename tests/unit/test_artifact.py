@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 import xgboost as xgb
+from scipy.special import logit
 
 from features.build import record_columns
 from features.records import parse_record
 from features.spec import MODEL_FEATURE_NAMES
-from models.artifact import BOOSTER_FILE, META_FILE, Calibration, PERiskModel, RiskBands, logit
+from models.artifact import BOOSTER_FILE, META_FILE, Calibration, PERiskModel, RiskBands
 from tests.conftest import base_record
 
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.records import parse_record
-from serving.fhir import BundleError, validate_bundle
-from serving.fhir_map import MapTableError, load_table
-from serving.fhir_record import map_bundle
+from serving.interop.fhir import BundleError, validate_bundle
+from serving.interop.fhir_map import MapTableError, load_table
+from serving.interop.fhir_record import map_bundle
 from tests import bundles as b
 
 INDEX = b.INDEX  # the assessment date every test here chooses; the bundles are dated for it
@@ -238,7 +238,11 @@ def test_an_invalid_bundle_is_refused_naming_where(change, expected):
 
 def test_a_hospital_extends_the_table_without_code(tmp_path: Path):
     local = tmp_path / "local.csv"
-    shipped = (Path(__file__).parents[2] / "serving" / "fhir_map.csv").read_text().splitlines()[0]
+    shipped = (
+        (Path(__file__).parents[2] / "serving" / "interop" / "fhir_map.csv")
+        .read_text()
+        .splitlines()[0]
+    )
     local.write_text(
         shipped
         + "\nObservation,urn:oid:1.2.3.4.5,DDIM,d_dimer,,,FEU,7,Local D-dimer,our lab catalogue\n"

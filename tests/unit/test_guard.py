@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.middleware import _depth_exceeds, json_response
+from serving.api.guard import _depth_exceeds
+from serving.api.responses import json_response
 
 # strings full of what the check must not be fooled by: brackets, quotes and backslashes
 _TEXT = st.text(alphabet=st.sampled_from('[]{}"\\ aé:,'), max_size=12)

@@ -24,11 +24,9 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.fhir import codings, validate_bundle
-from serving.fhir_answer import contributors_text
-from serving.fhir_map import MapTable
-from serving.predict import not_recorded
-from serving.report import percent
+from serving.answer.text import contributors_text, not_recorded, percent
+from serving.interop.fhir import codings, validate_bundle
+from serving.interop.fhir_map import MapTable
 
 PATIENT_VIEW, ORDER_SELECT = "pe-risk", "pe-risk-ctpa"
 HOOKS = {PATIENT_VIEW: "patient-view", ORDER_SELECT: "order-select"}

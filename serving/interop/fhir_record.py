@@ -1,10 +1,10 @@
 """FHIR R4 bundles → patient records (``shared/data-contract.md``), with what was not used.
 
 ``map_bundle`` reads a ``collection`` or ``searchset`` Bundle, already validated by
-``serving.fhir.validate_bundle``. Each Patient becomes one record:
+``serving.interop.fhir.validate_bundle``. Each Patient becomes one record:
 
 - Patient: ``gender`` → ``sex``; ``birthDate`` → ``age`` at the index date.
-- Every other resource is looked up in the mapping table (``serving.fhir_map``) by its
+- Every other resource is looked up in the mapping table (``serving.interop.fhir_map``) by its
   codes: Observation (labs by LOINC, with UCUM units left to the record's converter;
   vital signs, also as components of a panel; stage group; ECOG; smoking), Condition
   (the lung cancer with histology from its code or the mCODE histology extension and its
@@ -30,8 +30,16 @@ from datetime import date
 from typing import Any
 
 from features.contract import Kind
-from serving.fhir import BundleIndex, Entry, Issue, MappedPatient, codings, describe, fhir_date
-from serving.fhir_map import DAYS_SINCE, MapRow, MapTable, field_kind
+from serving.interop.fhir import (
+    BundleIndex,
+    Entry,
+    Issue,
+    MappedPatient,
+    codings,
+    describe,
+    fhir_date,
+)
+from serving.interop.fhir_map import DAYS_SINCE, MapRow, MapTable, field_kind
 
 MEDICATIONS = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 SUBJECT = {"AllergyIntolerance": "patient"}  # every other mapped resource uses ``subject``

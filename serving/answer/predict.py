@@ -99,13 +99,6 @@ def _shown(
     return list(zip(*cols, strict=True))
 
 
-def not_recorded(answer: dict[str, Any]) -> list[str]:
-    """The key inputs the answer's record lacks (its "not recorded" warnings), in order."""
-    return [
-        w["field"] for w in answer["warnings"] if w["value"] is None and w["field"] in KEY_INPUTS
-    ]
-
-
 def _outside_training_range(x: np.ndarray, names: Sequence[str], ranges: dict) -> np.ndarray:
     """rows × features: True where a known value lies outside the training range."""
     lo = np.array([ranges.get(n, (-np.inf, np.inf))[0] for n in names], dtype=np.float64)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.middleware import API_ROUTES
-from serving.schemas import ErrorBody
+from serving.api.routes import Routes
+from serving.api.schemas import ErrorBody
 
 
 def _nullable_defaults(node: Any) -> None:
@@ -32,8 +32,8 @@ def _nullable_defaults(node: Any) -> None:
             _nullable_defaults(value)
 
 
-def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
-    """Document ``ErrorBody`` for every client error the API routes can return."""
+def patch_openapi(spec: dict[str, Any], routes: Routes) -> dict[str, Any]:
+    """Document ``ErrorBody`` for every client error the routes of the registry can return."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     body_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, sub in body_schema.pop("$defs", {}).items():
@@ -54,7 +54,8 @@ def patch_openapi(spec: dict[str, Any]) -> dict[str, Any]:
         for method in item.values():
             if not isinstance(method, dict) or "responses" not in method:
                 continue
-            if path in API_ROUTES or path == "/model":
+            route = routes.find(path) or routes.find(path + "/")
+            if route is not None and route.errors == "json" and route.auth == "bearer":
                 for code, text in texts.items():
                     method["responses"][code] = {"description": text, "content": ref}
             if path == "/report":  # the page, not BentoML's default text/plain
@@ -89,7 +90,7 @@ _GUARDS = {
 
 
 def interop_paths() -> dict[str, Any]:
-    """The mounted routes of ``serving.interop``, which BentoML does not document."""
+    """The mounted routes of ``serving.interop.routes``, which BentoML does not document."""
     fhir_out = _content("application/fhir+json", _OUTCOME)
     fhir_errors = {
         code: {"description": text, "content": fhir_out}

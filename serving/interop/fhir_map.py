@@ -1,6 +1,6 @@
 """The FHIR mapping table: (resource, code system, code) → record field, value, unit.
 
-One declarative table, ``serving/fhir_map.csv``, says which codes pe-risk reads and what
+One declarative table, ``serving/interop/fhir_map.csv``, says which codes pe-risk reads and what
 each becomes in the patient record (``shared/data-contract.md``). A hospital extends it
 without code changes: ``PE_RISK_FHIR_MAP=/path/local.csv`` names a file in the same
 columns whose rows are added (a row with the same resource, system, code and field

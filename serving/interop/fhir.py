@@ -4,7 +4,7 @@
 terminology); ``BundleIndex`` resolves references the way FHIR does (``Type/id``, a full
 URL, ``#contained``); ``Issue`` is one line of the OperationOutcome that reports what a
 bundle gave and what pe-risk did not use; ``MappedPatient`` is one patient's record with
-where each field came from. ``serving.fhir_record`` does the mapping itself.
+where each field came from. ``serving.interop.fhir_record`` does the mapping itself.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The interoperability endpoints: FHIR R4 in and out, CDS Hooks, and report links.
 
 Mounted on the BentoML service as ASGI apps (``serving.service``); each handler is thin:
-parse → map (``serving.fhir``) → assess (``serving.fhir_answer``, the same path as
+parse → map (``serving.interop.fhir``) → assess (``serving.interop.fhir_answer``, the same path as
 ``/predict``) → respond. Scoring runs in the thread pool, never on the event loop.
 
 ============================================  ============================================
@@ -21,7 +21,7 @@ import json
 import time
 import uuid
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -33,8 +33,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from features.records import RecordError, parse_record
-from serving.audit import input_hash
-from serving.cds import (
+from models.artifact import PERiskModel
+from models.settings import Settings
+from serving.answer.predict import model_block
+from serving.answer.report import report_html
+from serving.api.audit import input_hash
+from serving.api.responses import NOT_A_LINK, error, html_page, json_response
+from serving.api.routes import FHIR_BODY, JSON_BODY
+from serving.api.routes import Route as Mount
+from serving.interop.cds import (
     HOOKS,
     ORDER_SELECT,
     HookRequest,
@@ -45,18 +52,33 @@ from serving.cds import (
     gather,
     not_assessed_card,
 )
-from serving.fhir import BundleError, Issue, validate_bundle
-from serving.fhir_answer import Assessment, assess, operation_outcome, risk_assessment
-from serving.fhir_record import map_bundle
-from serving.links import LinkError
-from serving.middleware import NOT_A_LINK, error, html_page, json_response
-from serving.predict import model_block
-from serving.report import report_html
+from serving.interop.fhir import BundleError, Issue, validate_bundle
+from serving.interop.fhir_answer import Assessment, assess, operation_outcome, risk_assessment
+from serving.interop.fhir_map import MapTable
+from serving.interop.fhir_record import map_bundle
+from serving.interop.links import LinkError, ReportLinks
 
 FHIR_JSON = "application/fhir+json"
 
 
-def _service() -> Any:
+class Service(Protocol):
+    """What the mounted apps use of the running ``serving.service.PERisk`` (they reach it
+    through BentoML's current service, not an import: the service imports them)."""
+
+    model: PERiskModel
+    version: str
+    settings: Settings
+    table: MapTable
+    links: ReportLinks
+
+    def today(self) -> date: ...
+
+    def record_audit(
+        self, request_id: str, endpoint: str, rows: list[dict[str, Any]], t0: float
+    ) -> None: ...
+
+
+def _service() -> Service:
     import bentoml
 
     return bentoml.get_current_service()
@@ -83,7 +105,7 @@ def base_url(request: Request, public_url: str | None) -> str:
     return public_url or f"{request.url.scheme}://{request.url.netloc}"
 
 
-def _audit(svc: Any, request: Request, endpoint: str, rows: list[dict[str, Any]], t0: float):
+def _audit(svc: Service, request: Request, endpoint: str, rows: list[dict[str, Any]], t0: float):
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     svc.record_audit(request_id, endpoint, rows, t0)
 
@@ -102,7 +124,7 @@ def _audit_rows(assessed: list[Assessment]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- FHIR
-def _query(svc: Any, request: Request) -> tuple[date, bool | None, str | None]:
+def _query(svc: Service, request: Request) -> tuple[date, bool | None, str | None]:
     q = request.query_params
     index = svc.today()
     if q.get("index_date"):
@@ -130,7 +152,7 @@ def _query(svc: Any, request: Request) -> tuple[date, bool | None, str | None]:
     return index, None if flag is None else flag == "true", q.get("patient")
 
 
-def _fhir_assess(svc: Any, doc: Any, request: Request) -> tuple[Response, list[Assessment]]:
+def _fhir_assess(svc: Service, doc: Any, request: Request) -> tuple[Response, list[Assessment]]:
     index, suspected, only = _query(svc, request)
     validate_bundle(doc)
     patients, loose = map_bundle(doc, svc.table, index, suspected_pe=suspected)
@@ -225,7 +247,7 @@ def _fetch(url: str, token: str | None) -> dict[str, Any]:
 
 
 def _cds_answer(
-    svc: Any, call: HookRequest, service_id: str, request: Request
+    svc: Service, call: HookRequest, service_id: str, request: Request
 ) -> tuple[Response, list[Assessment]]:
     ctpa = service_id == ORDER_SELECT
     if ctpa and not ctpa_selected(call, svc.table):
@@ -394,4 +416,11 @@ cds_app = Starlette(
 report_link_app = Starlette(
     routes=[Route("/{token}", report_link, methods=["GET"])],
     exception_handlers={404: _not_found_html},
+)
+
+#: the apps the service mounts, each with its entry in the route registry (serving.api.routes)
+MOUNTS = (
+    (fhir_app, Mount("/fhir/", accepts=FHIR_BODY, errors="fhir", mount=True)),
+    (cds_app, Mount("/cds-services/", accepts=JSON_BODY, mount=True, root_answers=True)),
+    (report_link_app, Mount("/report-link/", errors="html", auth="link", mount=True)),
 )

@@ -1,6 +1,6 @@
 """The clinician's one-page report: the ``/predict`` answer, drawn for a person.
 
-``report_html(model, version, record)`` builds the answer with ``serving.predict`` (so
+``report_html(model, version, record)`` builds the answer with ``serving.answer.predict`` (so
 the page says exactly what ``/predict`` says), adds what the answer cannot hold (the
 missing inputs that would most move the estimate) and renders ``templates/report.html``:
 self-contained HTML (inline CSS and SVG; no script, font, style sheet or image is
@@ -21,6 +21,7 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from scipy.special import expit
 
 from features.build import record_columns
 from features.contract import BY_NAME as FIELD
@@ -28,10 +29,10 @@ from features.contract import FIELDS, Kind
 from features.recommend import REVIEW
 from features.records import RecordError, parse_record
 from features.scores import VIENNA_CATS
-from features.spec import BY_NAME as SPEC
 from features.spec import FEATURES
-from models.artifact import PERiskModel, expit
-from serving.predict import KEY_INPUTS, predict_records
+from models.artifact import PERiskModel
+from serving.answer.predict import KEY_INPUTS, predict_records
+from serving.answer.text import label, main_factors, percent
 
 #: the risk axis (log scale) of the risk chart, as probabilities
 SCALE = (0.005, 0.99)
@@ -53,9 +54,6 @@ LIMITATIONS = (
 _MODEL_FIELDS = tuple(
     dict.fromkeys(f.field for f in FEATURES if f.in_model and f.field is not None)
 )
-
-
-_FEATURE_LABEL = {f.field: f.label for f in reversed(FEATURES) if f.field is not None}
 
 
 @dataclass(frozen=True)
@@ -127,37 +125,12 @@ def missing_input_effects(
     for name, results in by_field.items():
         (lo, lo_v), (hi, hi_v) = min(results, key=_first), max(results, key=_first)
         if hi - lo >= min_spread:
-            out.append(WhatIf(name, _label(name), lo, hi, lo_v, hi_v))
+            out.append(WhatIf(name, label(name), lo, hi, lo_v, hi_v))
     return sorted(out, key=lambda w: -w.spread)[:top]
-
-
-def _feature_label(feature: str) -> str:
-    """A category's one-hot features are named by their field ("Histology: adenocarcinoma")."""
-    spec = SPEC[feature]
-    if spec.field is not None and FIELD[spec.field].kind is Kind.CATEGORY:
-        return _label(spec.field)
-    return spec.label.split(" (")[0]
 
 
 def _first(pair: tuple[float, str]) -> float:
     return pair[0]
-
-
-def _label(name: str) -> str:
-    """A short plain-words name for a record field (feature label, else its description)."""
-    spec = FIELD[name]
-    if spec.kind is Kind.CATEGORY or name not in _FEATURE_LABEL:
-        if spec.kind is Kind.CATEGORY:
-            return name.replace("_", " ").capitalize()
-        return spec.description.split(" (")[0].split(";")[0].rstrip(".")
-    return _FEATURE_LABEL[name].split(" (")[0]
-
-
-def percent(p: float | None) -> str:
-    """A probability as people read it: 0.1234 → '12.3 %', 0.004 → '0.4 %'."""
-    if p is None:
-        return "—"
-    return f"{100 * p:.1f} %" if p >= 0.001 else "< 0.1 %"
 
 
 # ------------------------------------------------------------------------- chart geometry
@@ -231,20 +204,6 @@ def risk_scale(
     }
 
 
-def main_factors(explanation: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    """The ``top`` largest non-zero contributions in plain words ("D-dimer: 3.2 mg/L FEU"),
-    as the report's waterfall, the FHIR RiskAssessment and the CDS Hooks card show them."""
-    shown = [c for c in explanation["contributions"] if c["contribution"] != 0][:top]
-    return [
-        {
-            "text": f"{_feature_label(c['feature'])}: {c['value'] or 'not recorded'}",
-            "delta": c["contribution"],
-            "direction": c["direction"],
-        }
-        for c in shown
-    ]
-
-
 def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]:
     """Geometry of the contribution chart, on the calibrated log-odds scale, labelled in %.
 
@@ -296,7 +255,7 @@ def waterfall(explanation: dict[str, Any], probability: float) -> dict[str, Any]
 @cache
 def _environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("serving", "templates"),
+        loader=PackageLoader("serving.answer", "templates"),
         autoescape=select_autoescape(["html"]),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -310,7 +269,7 @@ def _inputs(record: Any) -> list[dict[str, str]]:
     names = [f.name for f in FIELDS if f.name != "patient_id"]
     given = record.given_all(names)
     return [
-        {"label": _label(n), "value": g.replace("_", " ")}
+        {"label": label(n), "value": g.replace("_", " ")}
         for n, g in zip(names, given, strict=True)
         if g is not None
     ]
@@ -332,7 +291,7 @@ def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: lis
             model=answer["model"],
             inputs=inputs,
             dense=len(inputs) > DENSE_ABOVE,
-            missing=[_label(k) for k in KEY_INPUTS if getattr(record, k) is None],
+            missing=[label(k) for k in KEY_INPUTS if getattr(record, k) is None],
             scale=risk_scale(
                 answer["probability"], answer["risk_bands"], base_rate, anchors(model)
             ),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.middleware import dumps
+from serving.api.responses import dumps
 
 
 def input_hash(record: dict[str, Any]) -> str:

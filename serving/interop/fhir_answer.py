@@ -23,9 +23,9 @@ from typing import Any
 
 from features.records import RecordError, parse_record
 from models.artifact import PERiskModel
-from serving.fhir import Issue, MappedPatient
-from serving.predict import not_recorded, predict_records
-from serving.report import main_factors, percent
+from serving.answer.predict import predict_records
+from serving.answer.text import contributors_text, not_recorded, percent
+from serving.interop.fhir import Issue, MappedPatient
 
 CANONICAL = "https://pe-risk.example/fhir"  # placeholder canonical base of pe-risk's own codes
 MAPPING_OUTCOME = f"{CANONICAL}/StructureDefinition/mapping-outcome"
@@ -36,7 +36,6 @@ PE_OUTCOME = {
 }
 RISK_CODE = {"low": "low", "intermediate": "moderate", "high": "high"}
 RISK_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
-FACTORS = 5
 
 
 def operation_outcome(issues: Iterable[Issue], *, ok_text: str = "") -> dict[str, Any]:
@@ -58,14 +57,6 @@ def record_issues(mapped: MappedPatient, err: RecordError) -> list[Issue]:
     return out
 
 
-def contributors_text(answer: dict[str, Any], top: int = FACTORS) -> list[str]:
-    """The main factors as short lines: "D-dimer: 3.2 mg/L FEU (raises, +0.84)"."""
-    return [
-        f"{f['text']} ({f['direction']}, {f['delta']:+.2f})"
-        for f in main_factors(answer["explanation"], top)
-    ]
-
-
 def risk_assessment(
     mapped: MappedPatient,
     answer: dict[str, Any],
@@ -74,7 +65,7 @@ def risk_assessment(
     issues: list[Issue],
     report_url: str | None = None,
 ) -> dict[str, Any]:
-    """The FHIR R4 RiskAssessment for one patient's answer (``serving.predict``); ``issues``
+    """The FHIR R4 RiskAssessment for one patient's answer (``serving.answer.predict``); ``issues``
     (what the mapping did not use) travel in a contained OperationOutcome."""
     model = answer["model"]
     category = answer["risk_category"]
