@@ -159,6 +159,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         "Other surgery (not thoracic), trauma or lower-limb fracture in the last 4 weeks "
         "(Wells, revised Geneva, PERC items); thoracic surgery is days_since_surgery.",
     ),
+    _f(
+        "brain_metastases",
+        B,
+        "Brain metastases. Not a model input: an intracranial neoplasm contraindicates "
+        "systemic thrombolysis and weighs on anticoagulation (the bleeding flags read it).",
+    ),
     _f("copd", B, "Chronic obstructive pulmonary disease."),
     _f("pleural_effusion", B, "Pleural effusion on current imaging."),
     _f("immobilized", B, "Bed rest for 3 days or more."),

@@ -24,6 +24,11 @@ PIOPED_III = (
     "Stein PD et al. Ann Intern Med 2010;152:434 (PIOPED III): MR angiography technically "
     "inadequate in 25 % (11–52 % by centre) [V]"
 )
+ESC_2019_FIBRINOLYSIS = (
+    "Konstantinides SV et al. 2019 ESC Guidelines on acute pulmonary embolism, Eur Heart J "
+    "2020;41:543, table of contraindications to fibrinolysis (absolute: central nervous "
+    "system neoplasm) [S]"
+)
 THROMBOPROPHYLAXIS = (
     "Mulder FI et al. Haematologica 2019;104(6); Khorana AA et al. Blood 2008;111:4902"
 )
@@ -165,6 +170,7 @@ def recommendations(
     risk_category: str | None,
     suspected_pe: bool | None,
     anticoagulated: bool | None,
+    brain_metastases: bool | None = None,
 ) -> list[dict[str, str]]:
     """The flags that apply to one record.
 
@@ -199,4 +205,16 @@ def recommendations(
         )
     if prophylaxis or suspected_pe or anticoagulated:
         out += _bleeding(scores)
+        if brain_metastases:  # unknown or no: nothing said (an absent field is not a yes)
+            out.append(
+                _flag(
+                    "brain_metastases",
+                    "warning",
+                    "bleeding",
+                    "Brain metastases: an intracranial neoplasm is an absolute "
+                    "contraindication to systemic thrombolysis, and intracranial bleeding "
+                    "weighs on anticoagulation.",
+                    ESC_2019_FIBRINOLYSIS,
+                )
+            )
     return out

@@ -16,7 +16,9 @@ audit logs) lives under one folder, ``.pe-risk/`` in the checkout by default
 ``PE_RISK_FHIR_SERVERS``   FHIR base URLs a CDS Hooks call may fetch missing prefetch
                            data from, comma-separated (default: none, so never fetch)
 ``PE_RISK_PUBLIC_URL``     the service's address as clinicians' browsers reach it (report
-                           links in CDS Hooks cards; default: the request's own host)
+                           links in cards and RiskAssessments, the ``aud`` of CDS clients'
+                           JWTs; default http://localhost:3000, and ``pe-risk serve`` sets
+                           the address it serves on). Never taken from a request's Host.
 ``PE_RISK_LINK_KEY``       Fernet key sealing report links (default: ``<state>/link.key``)
 ``PE_RISK_LINK_TTL``       how long a report link opens, in seconds (default 3600)
 =========================  ============================================================
@@ -51,7 +53,7 @@ class Settings:
     workers: int = 1
     fhir_map: Path | None = None
     fhir_servers: tuple[str, ...] = ()
-    public_url: str | None = None
+    public_url: str = "http://localhost:3000"
     link_key: str | None = field(default=None, repr=False)
     link_ttl_s: int = 3600
 
@@ -106,7 +108,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
             for u in env.get("PE_RISK_FHIR_SERVERS", "").split(",")
             if u.strip()
         ),
-        public_url=(env.get("PE_RISK_PUBLIC_URL") or "").rstrip("/") or None,
+        public_url=(env.get("PE_RISK_PUBLIC_URL") or "").rstrip("/") or "http://localhost:3000",
         link_key=env.get("PE_RISK_LINK_KEY") or None,
         link_ttl_s=int(env.get("PE_RISK_LINK_TTL", "3600")),
     )

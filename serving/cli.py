@@ -127,6 +127,9 @@ def register(app: typer.Typer, ensure_champion: EnsureChampion) -> None:
             tag, version = import_model(settings)
             say(f"imported champion version {version} into the BentoML store ({tag})")
         env = {
+            # report links and card links are built from the public address, never from a
+            # request's Host header: by default the address this command serves on
+            "PE_RISK_PUBLIC_URL": f"http://{host}:{port}",
             **os.environ,
             "BENTOML_HOME": str(settings.bentoml_home),
             "PE_RISK_STATE_DIR": str(settings.state_dir),

@@ -22,6 +22,9 @@ class FhirServer:
         self.token = token
         self.resources: list[dict[str, Any]] = []
         self.requests: list[str] = []
+        #: fixed answers by resource type, for servers that misbehave (a list, a string, a
+        #: Bundle whose next link leads elsewhere or back to itself)
+        self.answers: dict[str, Any] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,7 +39,7 @@ class FhirServer:
                 status, body = server.answer(self.path)
                 self._send(status, body)
 
-            def _send(self, status: int, body: dict[str, Any]) -> None:
+            def _send(self, status: int, body: Any) -> None:
                 raw = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/fhir+json")
@@ -48,9 +51,11 @@ class FhirServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/fhir"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
-    def answer(self, path: str) -> tuple[int, dict[str, Any]]:
+    def answer(self, path: str) -> tuple[int, Any]:
         parts = urlsplit(path)
         rtype = parts.path.removeprefix("/fhir/")
+        if rtype in self.answers:
+            return 200, self.answers[rtype]
         query = parse_qs(parts.query)
         if "/" in rtype:  # a read: Type/id
             for r in self.resources:

@@ -153,6 +153,7 @@ def scores(
         risk_category=None,
         suspected_pe=rec.suspected_pe,
         anticoagulated=rec.anticoagulated,
+        brain_metastases=rec.brain_metastases,
     )
     answer = {
         "clinical_scores": table,

@@ -188,6 +188,7 @@ def predict_records(
                 risk_category=category,
                 suspected_pe=record.suspected_pe,
                 anticoagulated=record.anticoagulated,
+                brain_metastases=record.brain_metastases,
             )
         answer["warnings"] = _warnings(record, x[i], names, ranges, outside_at[i])
         answer["model"] = block

@@ -95,7 +95,7 @@ def interop_paths() -> dict[str, Any]:
     fhir_errors = {
         code: {"description": text, "content": fhir_out}
         for code, text in {
-            "400": "not a valid FHIR R4 Bundle (collection or searchset), or a bad parameter",
+            "400": "not a valid FHIR R4 Bundle (collection, searchset, transaction, batch or document), or a bad parameter",
             "401": "bearer token required",
             "403": "bearer token not valid",
             "404": "the patient parameter names no Patient in the bundle",
@@ -104,7 +104,10 @@ def interop_paths() -> dict[str, Any]:
             "422": "the bundle cannot give a valid record (issues name the resources)",
         }.items()
     }
-    bundle = {"type": "object", "description": "FHIR R4 Bundle (collection or searchset)"}
+    bundle = {
+        "type": "object",
+        "description": "FHIR R4 Bundle (collection, searchset, transaction, batch or document)",
+    }
     hook_call = {
         "type": "object",
         "required": ["hook", "hookInstance", "context"],

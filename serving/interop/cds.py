@@ -17,15 +17,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.answer.text import contributors_text, not_recorded, percent
-from serving.interop.fhir import codings, validate_bundle
+from serving.interop.fhir import codings
+from serving.interop.fhir_client import Fetched
 from serving.interop.fhir_map import MapTable
 
 PATIENT_VIEW, ORDER_SELECT = "pe-risk", "pe-risk-ctpa"
@@ -33,6 +35,11 @@ HOOKS = {PATIENT_VIEW: "patient-view", ORDER_SELECT: "order-select"}
 REQUIRED = ("patient", "conditions", "observations")
 INDICATOR = {"low": "info", "intermediate": "warning", "high": "critical"}
 SUMMARY_MAX = 139  # "SHALL be less than 140 characters"
+#: a FHIR id (R4 id datatype): the only patientId pe-risk puts into a query
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: blood-pressure panels: servers match Observation.code, and the systolic pressure
+#: (8480-6) is a component of these, never the code itself
+PANELS = ("http://loinc.org|85354-9", "http://loinc.org|55284-4")
 
 
 class PrefetchMissingError(LookupError):
@@ -62,18 +69,24 @@ class HookRequest(BaseModel):
 
     def patient_id(self) -> str:
         pid = self.context.get("patientId")
-        if not isinstance(pid, str) or not pid or len(pid) > 64:
-            raise ValueError(f"context.patientId must be a FHIR id, not {pid!r}")
+        if not isinstance(pid, str) or not FHIR_ID.fullmatch(pid):
+            raise ValueError(
+                f"context.patientId must be a FHIR id (letters, digits, '-' and '.', at most "
+                f"64), not {pid!r:.80}"
+            )
         return pid
 
 
 def prefetch_templates(table: MapTable) -> dict[str, str]:
-    codes = ",".join(f"{s}|{c}" for s, c in table.codes("Observation"))
+    """The queries of the prefetch: the Observation codes of the mapping table and the
+    blood-pressure panels, newest first (``_sort=-date``) so that a server's paging keeps
+    the most recent values."""
+    codes = ",".join([*(f"{s}|{c}" for s, c in table.codes("Observation")), *PANELS])
     pid = "{{context.patientId}}"
     return {
         "patient": f"Patient/{pid}",
         "conditions": f"Condition?patient={pid}",
-        "observations": f"Observation?patient={pid}&code={codes}",
+        "observations": f"Observation?patient={pid}&code={codes}&_sort=-date",
         "medicationRequests": f"MedicationRequest?patient={pid}",
         "medicationStatements": f"MedicationStatement?patient={pid}",
         "procedures": f"Procedure?patient={pid}",
@@ -133,7 +146,8 @@ def _resources(key: str, value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-Fetcher = Callable[[str, str | None], dict[str, Any]]
+#: (query URL, the FHIR base it must stay under, the client's access token) → what it gave
+Fetcher = Callable[[str, str, str | None], Fetched]
 
 
 def gather(
@@ -141,14 +155,15 @@ def gather(
     table: MapTable,
     allowed_servers: tuple[str, ...],
     fetch: Fetcher,
-) -> tuple[dict[str, Any], list[str]]:
-    """One collection Bundle of everything the prefetch (or the FHIR server) gave, and the
-    optional keys that stayed missing (the card says so)."""
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """One collection Bundle of everything the prefetch (or the FHIR server) gave, the
+    optional keys that stayed missing, and what a fetch could only read in part (the card
+    says both)."""
     pid = call.patient_id()
     templates = prefetch_templates(table)
     given = call.prefetch or {}
     resources: list[dict[str, Any]] = []
-    missing, fetch_needed = [], []
+    missing, notes, fetch_needed = [], [], []
     for key, template in templates.items():
         got = _resources(key, given[key]) if key in given else None
         if got is None:
@@ -164,7 +179,10 @@ def gather(
         for key, query in fetch_needed:
             if allowed:
                 try:
-                    got = _resources(key, fetch(f"{server}/{query}", token))
+                    fetched = fetch(f"{server}/{query}", server, token)
+                    got = _resources(key, fetched.resource)
+                    if fetched.truncated:
+                        notes.append(f"{key}: {fetched.truncated}")
                 except (OSError, ValueError) as exc:
                     got, why = None, f"{server} answered {exc}"
             else:
@@ -181,7 +199,7 @@ def gather(
             else:
                 missing.append(key)
     entries = [{"fullUrl": _full_url(r), "resource": r} for r in resources]
-    return {"resourceType": "Bundle", "type": "collection", "entry": entries}, missing
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}, missing, notes
 
 
 def _full_url(resource: Mapping[str, Any]) -> str:
@@ -192,25 +210,36 @@ def _full_url(resource: Mapping[str, Any]) -> str:
 def ctpa_selected(call: HookRequest, table: MapTable) -> bool:
     """True when a selected draft order is a CT pulmonary angiogram (ServiceRequest rows).
 
+    Only the selected orders are read: ``draftOrders`` may carry any other draft (a
+    NutritionOrder, an order of a type R4B does not know) and may have no ``Bundle.type``,
+    as the reference sandbox sends it.
+
     Raises
     ------
     ValueError
-        When ``selections`` or ``draftOrders`` are not what order-select sends.
+        Naming ``context.selections`` or ``context.draftOrders`` when they are not what
+        order-select sends.
     """
     selections = call.context.get("selections") or []
     drafts = call.context.get("draftOrders")
     if not isinstance(selections, list) or not all(isinstance(x, str) for x in selections):
         raise ValueError("context.selections must list references such as 'ServiceRequest/1'")
-    if not isinstance(drafts, Mapping):
+    entries = drafts.get("entry") if isinstance(drafts, Mapping) else None
+    if not isinstance(drafts, Mapping) or drafts.get("resourceType") != "Bundle":
         raise ValueError("context.draftOrders must be a FHIR Bundle of the draft orders")
-    validate_bundle(drafts)  # a BundleError (a ValueError) names what is wrong
-    for e in drafts.get("entry") or []:
-        res = e.get("resource") or {}
+    if not isinstance(entries or [], list):
+        raise ValueError("context.draftOrders.entry must be a list of entries")
+    for k, e in enumerate(entries or []):
+        res = e.get("resource") if isinstance(e, Mapping) else None
+        if not isinstance(res, Mapping):
+            raise ValueError(f"context.draftOrders.entry[{k}] has no resource")
         if f"{res.get('resourceType')}/{res.get('id')}" not in selections:
             continue
         for c in codings(res.get("code")):
+            if not isinstance(c, Mapping):
+                continue
             rows = table.lookup("ServiceRequest", c.get("system"), c.get("code"))
-            if any(r.field == "suspected_pe" for r in rows):
+            if any(r.field == "suspected_pe" and r.typed_value() is True for r in rows):
                 return True
     return False
 
@@ -221,6 +250,7 @@ def card(
     report_url: str | None,
     model_url: str | None,
     missing_keys: list[str],
+    partial: Sequence[str] = (),
     ctpa: bool = False,
 ) -> dict[str, Any]:
     """The card for one assessed patient."""
@@ -248,6 +278,8 @@ def card(
         ]
     if missing_keys:
         lines += ["", f"The EHR did not provide: {', '.join(missing_keys)}."]
+    if partial:
+        lines += ["", f"Read in part from the FHIR server: {'; '.join(partial)}."]
     lines += ["", f"_{model['name']} {model['version']}: {model['notice']}_"]
     out: dict[str, Any] = {
         "uuid": str(uuid.uuid4()),

@@ -9,14 +9,16 @@ where each field came from. ``serving.interop.fhir_record`` does the mapping its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from pydantic import ValidationError
 
-BUNDLE_TYPES = ("collection", "searchset")
+BUNDLE_TYPES = ("collection", "searchset", "transaction", "batch", "document")
+#: bundle types whose entries carry a ``request`` pe-risk does not execute (it only reads)
+REQUEST_TYPES = frozenset({"transaction", "batch"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,9 @@ class Issue:
     code: str  # FHIR issue type: invalid, required, value, not-supported, informational, ...
     diagnostics: str
     expression: str | None = None
+    #: for an informational issue about one resource: (its type, the reason without the
+    #: resource's own details, its reference), so that ``summarise`` can group alike ones
+    about: tuple[str, str, str] | None = field(default=None, compare=False)
 
     def as_fhir(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -63,8 +68,12 @@ class Entry:
     def where(self) -> str:
         return f"Bundle.entry[{self.index}].resource"
 
-    def issue(self, severity: str, code: str, text: str) -> Issue:
-        return Issue(severity, code, f"{self.ref}: {text}", self.where)
+    def issue(self, severity: str, code: str, text: str, reason: str | None = None) -> Issue:
+        """An issue about this resource; ``reason`` (default ``text``) is what alike issues
+        share, e.g. "older than the 30 days the mapping allows" without the date."""
+        return Issue(
+            severity, code, f"{self.ref}: {text}", self.where, (self.type, reason or text, self.ref)
+        )
 
 
 @dataclass(slots=True)
@@ -87,6 +96,43 @@ class MappedPatient:
         for refs in self.sources.values():
             seen.update(dict.fromkeys(refs))
         return list(seen)
+
+
+def summarise(issues: Iterable[Issue], shown: int = 3) -> list[Issue]:
+    """Alike informational issues as one: "Claim ×312: pe-risk does not read this resource
+    type (Claim/1, Claim/2, Claim/3 and 309 more)". Warnings and errors stay one per
+    resource, and every reason stays (an unmapped code is named once per code), so the
+    outcome still says what was not used and why, in a size a client can read."""
+    order: list[Issue | tuple[str, str, str]] = []
+    groups: dict[tuple[str, str, str], list[Issue]] = {}
+    for i in issues:
+        if i.severity != "information" or i.about is None:
+            order.append(i)
+            continue
+        key = (i.code, i.about[0], i.about[1])
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(i)
+    out = []
+    for item in order:
+        if isinstance(item, Issue):
+            out.append(item)
+            continue
+        alike = groups[item]
+        if len(alike) == 1:
+            out.append(alike[0])
+            continue
+        refs = [i.about[2] for i in alike if i.about]
+        more = f" and {len(refs) - shown} more" if len(refs) > shown else ""
+        out.append(
+            Issue(
+                "information",
+                item[0],
+                f"{item[1]} ×{len(alike)}: {item[2]} ({', '.join(refs[:shown])}{more})",
+            )
+        )
+    return out
 
 
 def validate_bundle(doc: Any) -> None:

@@ -13,12 +13,17 @@ are compared without dots and in upper case, and a code ending in ``*`` matches 
 it prefixes. For each field the most specific row wins (an exact code, else the longest
 prefix), so a row for ``I26.9`` overrides ``I26*`` while cisplatin still counts as both
 platinum and chemotherapy.
+
+RxNorm clinical drugs (``cisplatin 50 MG Injection``, as Synthea and mCODE code orders) reach
+the ingredient rows through ``rxnorm_scd.csv``, a shipped and sourced SCD → ingredient
+table consulted only when a Medication code has no row of its own; a hospital maps further
+products with rows in its own table, which stays the one place it extends.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,6 +32,9 @@ from features.contract import BY_NAME, Kind
 from features.units import LAB_UNITS, UnitError, factor
 
 SHIPPED = Path(__file__).with_name("fhir_map.csv")
+#: RxNorm clinical drugs → ingredient, so ingredient rows apply to drug-product codes
+SCD_INGREDIENTS = Path(__file__).with_name("rxnorm_scd.csv")
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 COLUMNS = (
     "resource",
     "system",
@@ -173,7 +181,10 @@ def read_rows(path: Path) -> Iterator[MapRow]:
 class MapTable:
     """The rows indexed for lookup: (resource, system) → code → rows."""
 
-    def __init__(self, rows: Iterable[MapRow]) -> None:
+    def __init__(
+        self, rows: Iterable[MapRow], ingredients: Mapping[str, tuple[str, ...]] | None = None
+    ) -> None:
+        self.ingredients = dict(ingredients or {})
         merged: dict[tuple[str, str, str, str], MapRow] = {}
         for row in rows:  # later files replace earlier rows with the same key
             merged[(row.resource, row.system, row.code, row.field)] = row
@@ -192,6 +203,16 @@ class MapTable:
         if not system or not code:
             return []
         code = normal_code(system, code)
+        found = self._lookup(resource, system, code)
+        if not found and resource == "Medication" and system == RXNORM:
+            found = [
+                r
+                for ing in self.ingredients.get(code, ())
+                for r in self._lookup(resource, system, ing)
+            ]
+        return found
+
+    def _lookup(self, resource: str, system: str, code: str) -> list[MapRow]:
         best: dict[str, tuple[int, MapRow]] = {}
         for row in self._exact.get((resource, system, code), ()):
             best[row.field] = (len(code) + 1, row)
@@ -219,10 +240,36 @@ class MapTable:
         )
 
 
+def read_ingredients(path: Path) -> dict[str, tuple[str, ...]]:
+    """``rxnorm_scd.csv``: RxNorm clinical drug → its ingredients (comment lines skipped)."""
+    out: dict[str, tuple[str, ...]] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["scd", "ingredient"]:
+            raise MapTableError(f"{path}:1: the header must start scd,ingredient")
+        for line, cells in enumerate(reader, start=2):
+            if not cells or cells[0].lstrip().startswith("#") or not any(cells):
+                continue
+            scd, ingredient = cells[0].strip(), cells[1].strip()
+            if not scd.isdigit() or not ingredient.isdigit():
+                raise MapTableError(f"{path}:{line}: RxNorm codes are digits, not {cells[:2]}")
+            out[scd] = (*out.get(scd, ()), ingredient)
+    return out
+
+
 @cache
 def load_table(extra: Path | None = None) -> MapTable:
     """The shipped table, plus the hospital's rows from ``extra`` (``PE_RISK_FHIR_MAP``)."""
     rows = list(read_rows(SHIPPED))
     if extra is not None:
         rows += list(read_rows(extra))
-    return MapTable(rows)
+    table = MapTable(rows, read_ingredients(SCD_INGREDIENTS))
+    for scd, ingredients in table.ingredients.items():
+        for ing in ingredients:
+            if not table.lookup("Medication", RXNORM, ing):
+                raise MapTableError(
+                    f"{SCD_INGREDIENTS}: {scd} leads to ingredient {ing}, which no Medication "
+                    "row maps"
+                )
+    return table

@@ -1,7 +1,9 @@
 """FHIR R4 bundles → patient records (``shared/data-contract.md``), with what was not used.
 
-``map_bundle`` reads a ``collection`` or ``searchset`` Bundle, already validated by
-``serving.interop.fhir.validate_bundle``. Each Patient becomes one record:
+``map_bundle`` reads a Bundle already validated by ``serving.interop.fhir.validate_bundle``:
+a ``collection`` or ``searchset``, or a ``transaction``, ``batch`` or ``document`` as EHRs
+and Synthea export them (their resources are read; ``entry.request`` is not executed, and
+the outcome says so). Each Patient becomes one record:
 
 - Patient: ``gender`` → ``sex``; ``birthDate`` → ``age`` at the index date.
 - Every other resource is looked up in the mapping table (``serving.interop.fhir_map``) by its
@@ -16,7 +18,11 @@
   recent value wins. A treatment counts when it was given within ``max_age_days`` before
   the index date (or is still active).
 - Nothing is dropped silently: every resource or value not used becomes an issue naming
-  the resource and why (``Issue``), returned as an OperationOutcome.
+  the resource and why (``Issue``), returned as an OperationOutcome; alike informational
+  issues (312 Claims pe-risk does not read, 40 heart rates older than a day) are
+  summarised into one that counts them and names the first (``summarise``).
+- A Patient whose ``deceased[x]`` says it died on or before the index date (or
+  ``deceasedBoolean`` true) is not assessed: an error naming it.
 
 Absence stays absence: a bundle without a chemotherapy order leaves ``chemotherapy``
 unknown, never false, as the data contract asks.
@@ -31,6 +37,7 @@ from typing import Any
 
 from features.contract import Kind
 from serving.interop.fhir import (
+    REQUEST_TYPES,
     BundleIndex,
     Entry,
     Issue,
@@ -38,6 +45,7 @@ from serving.interop.fhir import (
     codings,
     describe,
     fhir_date,
+    summarise,
 )
 from serving.interop.fhir_map import DAYS_SINCE, MapRow, MapTable, field_kind
 
@@ -106,7 +114,22 @@ def map_bundle(
             )
             continue
         patients[owner.ref].add(entry, bundle)
-    return [c.finish(suspected_pe) for c in patients.values()], loose
+    requests = sum(1 for e in doc.get("entry") or [] if isinstance(e, Mapping) and "request" in e)
+    if doc.get("type") in REQUEST_TYPES and requests:
+        loose.append(
+            Issue(
+                "information",
+                "informational",
+                f"a {doc['type']} Bundle: its resources were read as a collection; the "
+                f"request of its {requests} entries (Bundle.entry.request) was ignored, and "
+                "nothing was created or changed",
+                "Bundle.entry.request",
+            )
+        )
+    mapped = [c.finish(suspected_pe) for c in patients.values()]
+    for m in mapped:
+        m.issues = summarise(m.issues)
+    return mapped, summarise(loose)
 
 
 class _Collector:
@@ -134,9 +157,10 @@ class _Collector:
     def _note(self, entry: Entry, severity: str, code: str, text: str) -> None:
         self.out.issues.append(entry.issue(severity, code, text))
 
-    def _skip(self, entry: Entry, text: str) -> None:
-        """A resource or value deliberately not used (too old, later, not final, ...)."""
-        self._note(entry, "information", "informational", text)
+    def _skip(self, entry: Entry, text: str, reason: str | None = None) -> None:
+        """A resource or value deliberately not used (too old, later, not final, ...);
+        ``reason`` is the text without this resource's own date, for ``summarise``."""
+        self.out.issues.append(entry.issue("information", "informational", text, reason))
 
     def _unmapped(self, entry: Entry, concept: Any, state: str = "") -> None:
         self._note(
@@ -164,7 +188,9 @@ class _Collector:
             return False
         if when > self.index:
             self._skip(
-                entry, f"{what} is dated {when}, after the index date {self.index}; not used"
+                entry,
+                f"{what} is dated {when}, after the index date {self.index}; not used",
+                f"{what}: dated after the index date {self.index}; not used",
             )
             return False
         return True
@@ -176,6 +202,8 @@ class _Collector:
                 entry,
                 f"{row.field} from {when} is {age} days old at the index date; "
                 f"the mapping uses values up to {row.max_age_days} days old; not used",
+                f"{row.field}: more than {row.max_age_days} days old at the index date "
+                f"{self.index}, the most the mapping uses; not used",
             )
             return False
         return True
@@ -303,7 +331,11 @@ class _Collector:
             or res.get("recordedDate")
         )
         if onset is not None and onset > self.index:
-            self._skip(entry, f"dated {onset}, after the index date {self.index}; not used")
+            self._skip(
+                entry,
+                f"dated {onset}, after the index date {self.index}; not used",
+                f"dated after the index date {self.index}; not used",
+            )
             return
         for row in rows:
             if row.max_age_days is not None:  # a current finding: dated, recent, not resolved
@@ -462,6 +494,20 @@ class _Collector:
                     f"Patient.gender {gender!r} cannot give sex; the model takes female or male",
                 )
             )
+        died = fhir_date(res.get("deceasedDateTime"))
+        if died is not None and died <= self.index:
+            dead = (
+                f"Patient.deceasedDateTime {res['deceasedDateTime']}: the patient had died by "
+                f"the index date {self.index}; give an earlier index date to look back"
+            )
+        elif res.get("deceasedBoolean") is True:
+            dead = "Patient.deceasedBoolean true: the patient has died (date not recorded)"
+        else:
+            dead = ""
+        if dead:
+            out.issues.append(
+                patient.issue("error", "business-rule", f"{dead}; pe-risk assesses the living")
+            )
         born = fhir_date(res.get("birthDate"))
         if born is None:
             out.issues.append(
@@ -491,12 +537,15 @@ class _Collector:
                 if older.entry.ref == winner.entry.ref:
                     continue
                 clash = older.value != winner.value and kind is Kind.CATEGORY
-                self._note(
-                    older.entry,
-                    "warning" if clash else "information",
-                    "conflict" if clash else "informational",
-                    f"{name}: {older.value!r} ({older.when or 'undated'}) is superseded by "
-                    f"{winner.value!r} from {winner.entry.ref} ({winner.when or 'undated'})",
+                self.out.issues.append(
+                    older.entry.issue(
+                        "warning" if clash else "information",
+                        "conflict" if clash else "informational",
+                        f"{name}: {older.value!r} ({older.when or 'undated'}) is superseded by "
+                        f"{winner.value!r} from {winner.entry.ref} ({winner.when or 'undated'})",
+                        f"{name}: superseded by {winner.value!r} from {winner.entry.ref} "
+                        f"({winner.when or 'undated'})",
+                    )
                 )
         self.out.record[name] = chosen[-1].value
         self.out.sources[name] = list(dict.fromkeys(v.entry.ref for v in chosen))

@@ -23,7 +23,6 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-import httpx
 import orjson
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -54,11 +53,10 @@ from serving.interop.cds import (
 )
 from serving.interop.fhir import BundleError, Issue, validate_bundle
 from serving.interop.fhir_answer import Assessment, assess, operation_outcome, risk_assessment
+from serving.interop.fhir_client import FHIR_JSON, fetch
 from serving.interop.fhir_map import MapTable
 from serving.interop.fhir_record import map_bundle
 from serving.interop.links import LinkError, ReportLinks
-
-FHIR_JSON = "application/fhir+json"
 
 
 class Service(Protocol):
@@ -98,11 +96,6 @@ def _loads(body: bytes) -> Any:
 
 def _outcome(status: int, issues: list[Issue]) -> Response:
     return _fhir(operation_outcome(issues), status)
-
-
-def base_url(request: Request, public_url: str | None) -> str:
-    """Where clinicians' browsers reach the service: ``PE_RISK_PUBLIC_URL`` when set."""
-    return public_url or f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _audit(svc: Service, request: Request, endpoint: str, rows: list[dict[str, Any]], t0: float):
@@ -165,7 +158,7 @@ def _fhir_assess(svc: Service, doc: Any, request: Request) -> tuple[Response, li
     if not patients:
         return _outcome(422, [*loose, Issue("error", "required", "the bundle has no Patient")]), []
     assessed = assess(svc.model, svc.version, patients)
-    base = base_url(request, svc.settings.public_url)
+    base = svc.settings.public_url  # never the request's Host header, which a caller sets
 
     def resource(a: Assessment, extra: list[Issue]) -> dict[str, Any]:
         if a.answer is None:
@@ -213,46 +206,13 @@ async def cds_discovery(request: Request) -> Response:
     return json_response(discovery(_service().table))
 
 
-def _fetch(url: str, token: str | None) -> dict[str, Any]:
-    """GET one FHIR query, following a searchset's ``next`` links (at most 20 pages).
-
-    Raises
-    ------
-    OSError
-        When the server cannot be reached or does not answer 200 (the caller answers 412).
-    """
-    headers = {"Accept": FHIR_JSON}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    with httpx.Client(timeout=5.0, follow_redirects=False) as client:
-        doc, entries, pages = None, [], 0
-        while url and pages < 20:
-            try:
-                r = client.get(url, headers=headers)
-            except httpx.HTTPError as exc:  # refused, timed out, bad URL: the data are unobtainable
-                raise OSError(f"{type(exc).__name__}: {exc}") from None
-            if r.status_code != 200:
-                raise OSError(f"HTTP {r.status_code}")
-            page = r.json()
-            doc = doc or page
-            entries += page.get("entry") or [] if page.get("resourceType") == "Bundle" else []
-            url = next(
-                (ln.get("url") for ln in page.get("link") or [] if ln.get("relation") == "next"),
-                None,
-            )
-            pages += 1
-        if doc is not None and doc.get("resourceType") == "Bundle":
-            doc = {**doc, "entry": entries}
-        return doc or {}
-
-
 def _cds_answer(
     svc: Service, call: HookRequest, service_id: str, request: Request
 ) -> tuple[Response, list[Assessment]]:
     ctpa = service_id == ORDER_SELECT
     if ctpa and not ctpa_selected(call, svc.table):
         return json_response({"cards": []}), []
-    doc, missing = gather(call, svc.table, svc.settings.fhir_servers, _fetch)
+    doc, missing, partial = gather(call, svc.table, svc.settings.fhir_servers, fetch)
     try:
         validate_bundle(doc)
     except BundleError as err:
@@ -273,7 +233,7 @@ def _cds_answer(
     (a,) = assess(svc.model, svc.version, patients)
     if "lung_cancer" not in a.mapped.sources:
         return json_response({"cards": []}), [a]  # not a person with lung cancer: no advice
-    base = base_url(request, svc.settings.public_url)
+    base = svc.settings.public_url  # never the request's Host header, which a caller sets
     if a.answer is None:
         reasons = [i.diagnostics for i in a.mapped.issues if i.severity in ("error", "fatal")]
         return json_response(
@@ -285,6 +245,7 @@ def _cds_answer(
         report_url=link,
         model_url=None if svc.settings.api_tokens else f"{base}/model",
         missing_keys=missing,
+        partial=partial,
         ctpa=ctpa,
     )
     return json_response({"cards": [the_card]}), [a]
@@ -327,11 +288,85 @@ async def cds_call(request: Request) -> Response:
     return response
 
 
-def _override_code(reason: Any) -> str | None:
-    """The code of a feedback's override reason (a Coding under ``reason``), if it has one."""
-    coding = reason.get("reason") if isinstance(reason, dict) else None
-    code = coding.get("code") if isinstance(coding, dict) else None
-    return str(code)[:64] if code is not None else None
+def _feedback_rows(items: Any) -> list[dict[str, Any]]:
+    """The audit rows of a feedback body, checked as CDS Hooks 2.0 says (§ Feedback):
+    ``card`` a UUID, ``outcome`` accepted or overridden, ``outcomeTimestamp`` REQUIRED (an
+    ISO 8601 instant); ``acceptedSuggestions`` only with accepted and then required
+    (cds-fb-1, cds-fb-2), ``overrideReason`` only with overridden (cds-fb-3) and then a
+    Coding or a comment.
+
+    Raises
+    ------
+    ValueError
+        Naming the item and field, the value and what is accepted.
+    """
+    if not isinstance(items, list) or not items:
+        raise ValueError(
+            'feedback: send {"feedback": [{"card": uuid, "outcome": ..., "outcomeTimestamp": ...}]}'
+        )
+    rows = []
+    for k, i in enumerate(items):
+        at = f"feedback[{k}]"
+        if not isinstance(i, dict):
+            raise ValueError(f"{at}: each feedback item is an object")
+        try:
+            card = str(uuid.UUID(str(i.get("card"))))
+        except ValueError:
+            raise ValueError(
+                f"{at}.card: {i.get('card')!r:.60} is not the UUID of a card"
+            ) from None
+        outcome = i.get("outcome")
+        if outcome not in ("accepted", "overridden"):
+            raise ValueError(f"{at}.outcome: {outcome!r:.40}; give accepted or overridden")
+        stamp = i.get("outcomeTimestamp")
+        try:
+            when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+        if not isinstance(stamp, str) or when is None or when.tzinfo is None:
+            raise ValueError(
+                f"{at}.outcomeTimestamp: {stamp!r:.40} is required, an ISO 8601 instant "
+                "with its time zone (e.g. 2026-11-24T09:30:00Z)"
+            )
+        accepted, reason = i.get("acceptedSuggestions"), i.get("overrideReason")
+        if outcome == "accepted" and not (isinstance(accepted, list) and accepted):
+            raise ValueError(
+                f"{at}.acceptedSuggestions: required when the outcome is accepted (cds-fb-1)"
+            )
+        if outcome == "overridden" and accepted is not None:
+            raise ValueError(f"{at}.acceptedSuggestions: only with outcome accepted (cds-fb-2)")
+        if reason is not None and outcome != "overridden":
+            raise ValueError(f"{at}.overrideReason: only with outcome overridden (cds-fb-3)")
+        coding = reason.get("reason") if isinstance(reason, dict) else None
+        comment = reason.get("userComment") if isinstance(reason, dict) else None
+        if (
+            reason is not None
+            and not (isinstance(coding, dict) and coding.get("code"))
+            and not (isinstance(comment, str) and comment.strip())
+        ):
+            raise ValueError(
+                f"{at}.overrideReason: give reason (a Coding with system and code) or "
+                "userComment; an empty override reason says nothing"
+            )
+        rows.append(
+            {
+                "status": 200,
+                "card": card,
+                "outcome": outcome,
+                "outcome_timestamp": when.isoformat(),
+                "accepted_suggestions": [
+                    str(a.get("id"))[:64] for a in accepted or [] if isinstance(a, dict)
+                ],
+                "override_reason": None
+                if not isinstance(coding, dict)
+                else {
+                    "system": str(coding.get("system"))[:256],
+                    "code": str(coding.get("code"))[:64],
+                },
+                "override_comment": str(comment)[:1000] if isinstance(comment, str) else None,
+            }
+        )
+    return rows
 
 
 async def cds_feedback(request: Request) -> Response:
@@ -342,29 +377,11 @@ async def cds_feedback(request: Request) -> Response:
             error(f"no CDS service {service_id!r}", "id", service_id, "not_found"), 404
         )
     doc = _loads(await request.body())
-    items = doc.get("feedback")
-    if not isinstance(items, list) or not all(
-        isinstance(i, dict) and i.get("card") and i.get("outcome") in ("accepted", "overridden")
-        for i in items
-    ):
-        return json_response(
-            error(
-                'send {"feedback": [{"card": uuid, "outcome": "accepted" | "overridden", ...}]}',
-                "feedback",
-                None,
-                "cds",
-            ),
-            400,
-        )
-    rows = [
-        {
-            "status": 200,
-            "card": str(i["card"])[:64],
-            "outcome": i["outcome"],
-            "override_reason": _override_code(i.get("overrideReason")),
-        }
-        for i in items
-    ]
+    try:
+        rows = _feedback_rows(doc.get("feedback"))
+    except ValueError as exc:
+        where = str(exc).split(":", 1)[0]
+        return json_response(error(str(exc), where, None, "cds"), 400)
     _audit(svc, request, f"cds/{service_id}/feedback", rows, t0)
     return json_response({})
 

@@ -72,6 +72,7 @@ def test_the_fields_under_test_are_the_ones_the_model_reads() -> None:
     assert set(YES_NO + LABS) & MODEL_FIELDS == set(YES_NO + LABS) - {
         "troponin_i",
         "recent_surgery_or_trauma",
+        "brain_metastases",
         "creatinine",
         "egfr_renal",
         "contrast_allergy",

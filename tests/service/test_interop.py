@@ -4,8 +4,11 @@ OperationOutcomes for what was not used, cards, 412, fetching, feedback and repo
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
@@ -114,10 +117,10 @@ def test_several_patients_get_a_bundle_of_risk_assessments(client):
             "send a FHIR Bundle",
         ),
         (
-            json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": []}).encode(),
+            json.dumps({"resourceType": "Bundle", "type": "message", "entry": []}).encode(),
             "application/json",
             400,
-            "Bundle.type 'transaction'",
+            "Bundle.type 'message'",
         ),
         (b"<Bundle/>", "application/fhir+xml", 415, "application/fhir+json"),
     ],
@@ -203,6 +206,11 @@ def test_discovery_lists_the_services_with_prefetch_templates(client):
     prefetch = services["pe-risk"]["prefetch"]
     assert prefetch["patient"] == "Patient/{{context.patientId}}"
     assert "http://loinc.org|48065-7" in prefetch["observations"]  # from the mapping table
+    assert "http://loinc.org|38483-4" in prefetch["observations"]  # creatinine in blood
+    # servers match Observation.code: systolic pressure arrives inside its panels
+    assert "http://loinc.org|85354-9" in prefetch["observations"]
+    assert "http://loinc.org|55284-4" in prefetch["observations"]
+    assert prefetch["observations"].endswith("&_sort=-date")  # newest first when paged
     for s in services.values():
         assert s["description"] and s["title"]
 
@@ -225,7 +233,8 @@ def test_patient_view_card_tells_the_risk_factors_flags_and_links_the_report(cli
     assert same["model"]["version"] in card["source"]["label"]
     (link,) = card["links"]
     assert link["type"] == "absolute"
-    page = client.get(link["url"].replace("http://testserver", ""), headers={"Authorization": ""})
+    assert link["url"].startswith("http://localhost:3000/report-link/")  # PE_RISK_PUBLIC_URL
+    page = client.get(urlsplit(link["url"]).path, headers={"Authorization": ""})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert f"{100 * same['probability']:.1f}" in page.text  # the same patient's report
 
@@ -281,10 +290,90 @@ def test_missing_prefetch_is_fetched_from_an_allowed_fhir_server_page_by_page(cl
 
 
 def test_an_unreachable_fhir_server_is_unobtainable_data_not_a_crash():
-    from serving.interop.routes import _fetch
+    from serving.interop.fhir_client import fetch
 
     with pytest.raises(OSError, match="ConnectError"):
-        _fetch("http://127.0.0.1:9/fhir/Patient/x", "token")  # discard port: refused
+        fetch("http://127.0.0.1:9/fhir/Patient/x", "http://127.0.0.1:9/fhir", "token")  # refused
+
+
+def test_the_ehrs_token_goes_to_its_fhir_server_only(fhir_server):
+    """A next link to another host is not followed (the EHR's token would go there)."""
+    from serving.interop.fhir_client import fetch
+
+    elsewhere = "http://127.0.0.1:9/fhir/Condition?patient=x&_page=2"  # would be refused
+    fhir_server.answers["Condition"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [],
+        "link": [{"relation": "next", "url": elsewhere}],
+    }
+    try:
+        got = fetch(f"{fhir_server.url}/Condition?patient=x", fhir_server.url, FHIR_TOKEN)
+    finally:
+        fhir_server.answers.clear()
+    assert got.truncated == f"a next link outside {fhir_server.url} was not followed"
+
+
+def test_paging_stops_after_20_pages_and_says_so(fhir_server):
+    from serving.interop.fhir_client import MAX_PAGES, fetch
+
+    url = f"{fhir_server.url}/Observation?patient=x"
+    fhir_server.answers["Observation"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": {"resourceType": "Observation", "id": "o", "status": "final"}}],
+        "link": [{"relation": "next", "url": url}],  # a server that never stops
+    }
+    fhir_server.requests.clear()
+    try:
+        got = fetch(url, fhir_server.url, FHIR_TOKEN)
+    finally:
+        fhir_server.answers.clear()
+    assert len(fhir_server.requests) == MAX_PAGES == 20
+    assert got.truncated and "more than 20 pages" in got.truncated
+    assert len(got.resource["entry"]) == MAX_PAGES
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [{"resourceType": "Condition"}],
+        "Condition",
+        {"resourceType": "Bundle", "type": "searchset", "entry": 3},
+        {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": "next"},
+    ],
+)
+def test_a_malformed_fhir_answer_is_412_never_500(client, fhir_server, answer):
+    resources = b.typical_patient("cds-odd")
+    prefetch = prefetch_of(resources)
+    del prefetch["conditions"]
+    call = hook_call("cds-odd", prefetch)
+    call["fhirServer"] = fhir_server.url
+    call["fhirAuthorization"] = {"access_token": FHIR_TOKEN, "token_type": "Bearer"}
+    fhir_server.answers["Condition"] = answer
+    try:
+        r = client.post("/cds-services/pe-risk", json=call)
+    finally:
+        fhir_server.answers.clear()
+    assert r.status_code == 412, r.text
+    assert "conditions" in r.json()["error"]
+
+
+@pytest.mark.parametrize("pid", ["../../admin", "a/b", "x" * 65, "", "p 1"])
+def test_a_patient_id_that_is_not_a_fhir_id_is_400_before_any_url_is_built(client, pid):
+    r = client.post("/cds-services/pe-risk", json=hook_call(pid, None))
+    assert r.status_code == 400
+    assert "context.patientId must be a FHIR id" in r.json()["error"]
+
+
+def test_card_links_come_from_the_public_url_not_the_host_header(client):
+    resources = b.typical_patient("cds-host")
+    call = hook_call("cds-host", prefetch_of(resources))
+    r = client.post("/cds-services/pe-risk", json=call, headers={"Host": "attacker.example"})
+    (card,) = r.json()["cards"]
+    (link,) = card["links"]
+    assert link["url"].startswith("http://localhost:3000/report-link/")
+    assert "attacker" not in json.dumps(r.json())
 
 
 def test_no_lung_cancer_means_no_card_and_no_stage_an_info_card(client):
@@ -319,6 +408,53 @@ def test_order_select_answers_for_a_ctpa_order_as_suspected_pe(client):
     other = {**order, "code": b.concept(b.LOINC, "24558-9", "CT Abdomen")}
     call["context"]["draftOrders"] = searchset([other])
     assert client.post("/cds-services/pe-risk-ctpa", json=call).json() == {"cards": []}
+
+
+@pytest.mark.parametrize("version", [0, 1])  # the page's R4 and STU3 examples
+def test_the_specifications_order_select_examples_get_200_and_no_card(client, version):
+    """The hook page's own draft orders (a NutritionOrder R4B would refuse, a
+    MedicationRequest; no Bundle.type): not a CTPA, so no card, and never a 400."""
+    example = spec_examples("cds-hooks-order-select.md", "context")[version]
+    assert "type" not in example["context"]["draftOrders"]
+    call = {"hook": "order-select", "hookInstance": str(uuid.uuid4()), **example}
+    r = client.post("/cds-services/pe-risk-ctpa", json=call)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"cards": []}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        (b.LOINC, "24627-2", "Chest CT"),
+        (b.SCT, "241539009", "CT pulmonary angiogram"),
+        ("http://www.ama-assn.org/go/cpt", "71275", "CT angiography, chest"),
+    ],
+)
+def test_a_ctpa_among_the_specifications_draft_orders_gets_the_card(client, code):
+    """As the reference sandbox sends it: the spec's draft orders plus a selected CTPA, in a
+    Bundle without type."""
+    example = spec_examples("cds-hooks-order-select.md", "context")[0]
+    context = json.loads(json.dumps(example["context"]))
+    context["patientId"] = "cds-sb"
+    context["draftOrders"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "ServiceRequest",
+                "id": "ctpa-sb",
+                "status": "draft",
+                "intent": "order",
+                "code": b.concept(*code),
+                "subject": {"reference": "Patient/cds-sb"},
+            }
+        }
+    )
+    context["selections"] = [*context["selections"], "ServiceRequest/ctpa-sb"]
+    call = hook_call("cds-sb", prefetch_of(b.typical_patient("cds-sb")), hook="order-select")
+    call["context"] = context
+    r = client.post("/cds-services/pe-risk-ctpa", json=call)
+    assert r.status_code == 200, r.text
+    (card,) = r.json()["cards"]
+    assert card["summary"].startswith("CTPA ordered: ")
 
 
 @pytest.mark.parametrize(
@@ -374,26 +510,65 @@ def test_bad_cds_calls_are_4xx(client, path, body, status):
     assert r.json()["error"]
 
 
-def test_feedback_is_audited_without_identifiers(client, audit_path):
-    card = str(uuid.uuid4())
-    body = {
-        "feedback": [
-            {
-                "card": card,
-                "outcome": "overridden",
-                "overrideReason": {"reason": {"code": "not-relevant"}},
-            }
-        ]
+SPEC = Path(__file__).parents[2].parent / "shared/reference/standards"
+
+
+def spec_examples(name: str, key: str) -> list[dict]:
+    """The JSON examples of a CDS Hooks page (``shared/reference/standards``) that hold ``key``."""
+    text = (SPEC / name).read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\s*\n(.*?)```", text, flags=re.S)
+    out = []
+    for block in blocks:
+        try:
+            doc = json.loads(block)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and key in doc:
+            out.append(doc)
+    return out
+
+
+def test_the_specifications_feedback_examples_are_audited_in_full(client, audit_path):
+    examples = spec_examples("cds-hooks-2.0.1-specification.md", "feedback")
+    assert len(examples) == 3  # accepted, overridden without and with a reason
+    for body in examples:
+        r = client.post("/cds-services/pe-risk/feedback", json=body)
+        assert r.status_code == 200, r.text
+    lines = [json.loads(x) for x in audit_path.read_text().splitlines()[-3:]]
+    assert [x["outcome"] for x in lines] == ["accepted", "overridden", "overridden"]
+    assert lines[0]["accepted_suggestions"] == ["e56e1945-20b3-4393-8503-a1a20fd73152"]
+    assert lines[0]["outcome_timestamp"] == "2021-12-11T10:05:31+00:00"
+    assert lines[2]["override_reason"] == {
+        "system": "https://example.com/cds-hooks/override-reason-system",
+        "code": "d7ecf885",
     }
+    assert lines[2]["override_comment"] == "A comment entered by the clinician."
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda f: f.pop("outcomeTimestamp"), "feedback[0].outcomeTimestamp"),
+        (lambda f: f.update(outcomeTimestamp="yesterday"), "feedback[0].outcomeTimestamp"),
+        (lambda f: f.update(outcomeTimestamp="2020-12-11T00:00:00"), "outcomeTimestamp"),
+        (lambda f: f.update(card="card-1"), "feedback[0].card"),
+        (lambda f: f.update(outcome="ignored"), "feedback[0].outcome"),
+        (lambda f: f.update(outcome="accepted"), "cds-fb-1"),
+        (lambda f: f.update(acceptedSuggestions=[{"id": "x"}]), "cds-fb-2"),
+        (lambda f: f.update(overrideReason={}), "overrideReason"),
+        (lambda f: f.update(overrideReason={"reason": {}, "userComment": " "}), "overrideReason"),
+    ],
+)
+def test_feedback_that_breaks_the_specification_is_400_naming_the_field(client, change, named):
+    (body,) = [
+        e
+        for e in spec_examples("cds-hooks-2.0.1-specification.md", "feedback")
+        if "overrideReason" not in e["feedback"][0] and e["feedback"][0]["outcome"] == "overridden"
+    ]
+    change(body["feedback"][0])
     r = client.post("/cds-services/pe-risk/feedback", json=body)
-    assert r.status_code == 200
-    line = json.loads(audit_path.read_text().splitlines()[-1])
-    assert line["card"] == card and line["outcome"] == "overridden"
-    assert line["override_reason"] == "not-relevant"
-    bad = client.post("/cds-services/pe-risk/feedback", json={"feedback": [{"card": card}]})
-    assert bad.status_code == 400
-    odd = {"feedback": [{"card": card, "outcome": "overridden", "overrideReason": "busy"}]}
-    assert client.post("/cds-services/pe-risk/feedback", json=odd).status_code == 200
+    assert r.status_code == 400
+    assert named in r.json()["error"]
 
 
 def test_a_forged_or_expired_report_link_does_not_open(client, served_state):
@@ -416,3 +591,46 @@ def test_a_forged_or_expired_report_link_does_not_open(client, served_state):
     with pytest.raises(LinkError) as err:
         links.open(tampered)
     assert not err.value.expired
+
+
+@pytest.fixture(scope="module")
+def fhir_schema():
+    """The official FHIR R4 JSON schema (HL7, shared/reference/standards), Draft 6."""
+    import gzip
+
+    import jsonschema_rs
+
+    schema = json.loads(gzip.decompress((SPEC / "fhir.r4.schema.json.gz").read_bytes()))
+    return jsonschema_rs.Draft6Validator(schema)
+
+
+def test_a_synthea_export_as_sent_gets_a_schema_valid_answer_under_64_kib(client, fhir_schema):
+    from tests.synthea import lung_cancer_export
+
+    doc = lung_cancer_export(b.INDEX, stage="III", visits=60)
+    assert 900 <= len(doc["entry"]) <= 1_100 and doc["type"] == "transaction"
+    r = client.post(URL, content=json.dumps(doc), headers=FHIR)
+    assert r.status_code == 200, r.text[:2000]
+    assert len(r.content) <= 64 * 1024, len(r.content)
+    answer = r.json()
+    assert answer["resourceType"] == "RiskAssessment"
+    errors = [e.message for e in fhir_schema.iter_errors(answer)]
+    assert not errors, errors[:3]
+    (outcome,) = answer["contained"]
+    assert any("Bundle.entry.request" in i.get("expression", []) for i in outcome["issue"])
+
+
+def test_the_official_schema_refuses_what_it_should(fhir_schema):
+    """The validator above can fail: a RiskAssessment with a misspelt field is refused."""
+    assert not fhir_schema.is_valid(
+        {"resourceType": "RiskAssessment", "status": "final", "subjct": {}}
+    )
+
+
+def test_a_dead_patient_is_422_naming_the_death(client, fhir_schema):
+    res = b.typical_patient("dead-1")
+    res[0]["deceasedDateTime"] = "2012-03-01"
+    r = client.post(URL, content=json.dumps(b.bundle(res)), headers=FHIR)
+    assert r.status_code == 422
+    assert "Patient.deceasedDateTime 2012-03-01" in r.text
+    assert fhir_schema.is_valid(r.json())

@@ -10,6 +10,7 @@ import urllib.request
 from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -88,7 +89,9 @@ def test_the_built_bento_serves_every_route_on_its_own(served_state, tmp_path) -
             "/cds-services/": HTTP.post(f"{url}/cds-services/pe-risk", json=call),
         }
         card = answers["/cds-services/"].json()["cards"][0]
-        answers["/report-link/"] = HTTP.get(card["links"][0]["url"])
+        link = card["links"][0]["url"]  # built from PE_RISK_PUBLIC_URL (its default here)
+        assert link.startswith("http://localhost:3000/report-link/")
+        answers["/report-link/"] = HTTP.get(url + urlsplit(link).path)
         assert set(answers) == {r.path for r in ROUTES.routes}  # every route of the registry
         for path, r in answers.items():
             assert r.status_code == 200, (path, r.text[:500])
@@ -159,7 +162,8 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
     cards = HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"]
     assert len(cards) == 1 and cards[0]["summary"].startswith("PE risk")
     assert f"{100 * probability:.1f} %" in cards[0]["summary"]
-    page = HTTP.get(cards[0]["links"][0]["url"])  # a browser: no API token, the link is its own
+    link = cards[0]["links"][0]["url"]  # from PE_RISK_PUBLIC_URL, never the Host header
+    page = HTTP.get(url + urlsplit(link).path)  # a browser: no API token, the link is its own
     assert page.status_code == 200 and "SYNTHETIC" in page.text
     assert 0 < probability < 1
 

@@ -171,6 +171,7 @@ def flags(**fields: object) -> dict[str, dict]:
         risk_category=None,
         suspected_pe=rec.suspected_pe,
         anticoagulated=rec.anticoagulated,
+        brain_metastases=rec.brain_metastases,
     )
     return {f["code"]: f for f in out}
 
@@ -374,3 +375,12 @@ def test_thresholds_are_declared_once_with_a_source() -> None:
             if isinstance(o, ast.Constant) and o.value in shared and not isinstance(o.value, bool)
         ]
         assert copies == [], f"{name} compares with a shared cut-off written again: {copies}"
+
+
+def test_brain_metastases_flag_thrombolysis_only_when_recorded() -> None:
+    """Brain metastases contraindicate systemic thrombolysis (ESC 2019): said when PE is
+    suspected and they are recorded; nothing is said when they are unknown or absent."""
+    assert "brain_metastases" in flags(**SUSPECTED, brain_metastases=True)
+    assert "thrombolysis" in flags(**SUSPECTED, brain_metastases=True)["brain_metastases"]["text"]
+    assert "brain_metastases" not in flags(**SUSPECTED)
+    assert "brain_metastases" not in flags(**SUSPECTED, brain_metastases=False)

@@ -218,7 +218,7 @@ def test_suspected_pe_can_be_stated_by_the_caller():
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (lambda d: d.update(type="transaction"), "Bundle.type 'transaction'"),
+        (lambda d: d.update(type="history"), "Bundle.type 'history'"),
         (lambda d: d.update(resourceType="Patient"), "send a FHIR Bundle"),
         (
             lambda d: d["entry"][4]["resource"]["valueQuantity"].update(value="lots"),
@@ -323,3 +323,95 @@ def test_the_record_does_not_depend_on_the_order_of_entries(order):
     reference, _ = only(TYPICAL)
     assert p.record == reference.record
     assert sorted(p.basis) == sorted(reference.basis)
+
+
+# -- exports as EHRs and Synthea write them (issue 19) ---------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["I", "II", "III", "IV"])
+@pytest.mark.parametrize("small_cell", [False, True])
+def test_a_synthea_transaction_export_maps_with_the_stage_of_its_condition(stage, small_cell):
+    from tests.synthea import lung_cancer_export
+
+    doc = lung_cancer_export(b.INDEX, stage=stage, small_cell=small_cell, visits=3)
+    validate_bundle(doc)  # a transaction Bundle is accepted as exported
+    (p,), loose = map_bundle(doc, load_table(), b.INDEX)
+    assert p.ok, texts(p.issues)
+    rec = p.record
+    assert rec["stage"] == stage
+    assert rec["histology"] == ("small_cell" if small_cell else "unknown")  # NSCLC, no subtype
+    assert rec["chemotherapy"] is True and rec["platinum_chemotherapy"] is True  # RxNorm SCD
+    assert rec["radiotherapy"] is True  # 703423002, combined chemo-radiotherapy
+    assert rec["creatinine"] == {"value": 1.0, "unit": "mg/dL"}  # LOINC 38483-4, in blood
+    # the 85354-9 panel's systolic component is read (and too old a month later)
+    assert "systolic_bp: more than 1 days old" in texts(p.issues)
+    parse_record(rec)
+    assert "Bundle.entry.request" in texts(loose) and "nothing was created" in texts(loose)
+
+
+def test_a_synthea_export_is_summarised_by_type_and_reason():
+    from tests.synthea import lung_cancer_export
+
+    doc = lung_cancer_export(b.INDEX, visits=60)
+    assert 900 <= len(doc["entry"]) <= 1_100
+    (p,), loose = map_bundle(doc, load_table(), b.INDEX)
+    said = texts(loose)
+    for kind in ("Claim", "ExplanationOfBenefit", "Encounter"):
+        assert f"{kind} ×" in said and "pe-risk does not read this resource type" in said
+    mine = texts(p.issues)
+    assert mine.count("http://loinc.org|2339-0") == 1  # 60 glucose results: one issue
+    assert "Observation ×60: no mapping for http://loinc.org|2339-0" in mine
+    assert "heart_rate: more than 1 days old" in mine  # a mapped value too old, counted
+    assert len(p.issues) + len(loose) < 40
+
+
+def test_the_mcode_lung_cancer_example_codes_map():
+    """The codes of mCODE's lung-cancer examples (primary-cancer-condition-nsclc and its
+    brain metastasis, lobectomy, gefitinib and cisplatin requests, ECOG, stage group)."""
+    pid = "john-anyperson"
+    nsclc = b.condition(pid, b.SCT, "254637007", "Non-small cell lung cancer", "2026-04-01")
+    nsclc["extension"] = [
+        {
+            "url": b.HISTOLOGY_EXT,
+            "valueCodeableConcept": b.concept(b.SCT, "1187332001", "Adenocarcinoma"),
+        }
+    ]
+    nsclc["stage"] = [{"summary": b.concept("http://cancerstaging.org", "3C", "IIIC")}]
+    resources = [
+        b.patient(pid, birth="1951-01-20"),
+        nsclc,
+        b.condition(pid, b.SCT, "94225005", "Secondary malignant neoplasm of brain", "2026-05-01"),
+        b.procedure(pid, b.SCT, "359615001", "Partial lobectomy of lung", "2026-10-25"),
+        b.medication(pid, b.RXNORM, "349472", "gefitinib 250 MG Oral Tablet", "2026-10-01"),
+        b.medication(
+            pid, b.RXNORM, "309311", "CISplatin 50 MG per 50 ML Injectable Solution", "2026-10-01"
+        ),
+    ]
+    p, _ = only(resources)
+    assert p.ok, texts(p.issues)
+    assert p.record["histology"] == "adenocarcinoma" and p.record["stage"] == "III"
+    assert p.record["brain_metastases"] is True
+    assert p.record["days_since_surgery"] == 30
+    assert p.record["egfr_tki"] is True and p.record["platinum_chemotherapy"] is True
+
+
+@pytest.mark.parametrize(
+    ("deceased", "said"),
+    [
+        ({"deceasedDateTime": "2012-06-01T10:00:00Z"}, "Patient.deceasedDateTime 2012-06-01"),
+        ({"deceasedBoolean": True}, "Patient.deceasedBoolean true"),
+    ],
+)
+def test_a_patient_who_died_before_the_index_date_is_not_assessed(deceased, said):
+    res = b.typical_patient()
+    res[0].update(deceased)
+    p, _ = only(res)
+    assert not p.ok
+    assert said in texts(p.issues)
+
+
+def test_a_death_after_the_index_date_still_lets_one_look_back():
+    res = b.typical_patient()
+    res[0]["deceasedDateTime"] = "2027-06-01"
+    p, _ = only(res)
+    assert p.ok, texts(p.issues)
