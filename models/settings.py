@@ -19,6 +19,10 @@ audit logs) lives under one folder, ``.pe-risk/`` in the checkout by default
                            links in cards and RiskAssessments, the ``aud`` of CDS clients'
                            JWTs; default http://localhost:3000, and ``pe-risk serve`` sets
                            the address it serves on). Never taken from a request's Host.
+``PE_RISK_CDS_ISSUERS``    JSON file of the CDS clients (EHRs) trusted to call the CDS Hooks
+                           routes with a signed JWT: ``{"<iss>": {"jwks_url": ...}}`` or
+                           ``{"<iss>": {"jwks": {"keys": [...]}}}`` (default: none, and
+                           the API tokens guard those routes)
 ``PE_RISK_LINK_KEY``       Fernet key sealing report links (default: ``<state>/link.key``)
 ``PE_RISK_LINK_TTL``       how long a report link opens, in seconds (default 3600)
 =========================  ============================================================
@@ -54,6 +58,7 @@ class Settings:
     fhir_map: Path | None = None
     fhir_servers: tuple[str, ...] = ()
     public_url: str = "http://localhost:3000"
+    cds_issuers: Path | None = None
     link_key: str | None = field(default=None, repr=False)
     link_ttl_s: int = 3600
 
@@ -109,6 +114,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
             if u.strip()
         ),
         public_url=(env.get("PE_RISK_PUBLIC_URL") or "").rstrip("/") or "http://localhost:3000",
+        cds_issuers=Path(env["PE_RISK_CDS_ISSUERS"]) if env.get("PE_RISK_CDS_ISSUERS") else None,
         link_key=env.get("PE_RISK_LINK_KEY") or None,
         link_ttl_s=int(env.get("PE_RISK_LINK_TTL", "3600")),
     )

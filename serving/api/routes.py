@@ -25,13 +25,17 @@ class Route:
     path: str
     accepts: tuple[bytes, ...] = ()  # Content-Types of a POST body; () = no body is read
     errors: str = "json"  # json: ErrorBody; fhir: an OperationOutcome; html: a page
-    auth: str = "bearer"  # bearer; open (health probes); link (a GET carrying its own credential)
+    #: bearer; open (health probes); link (a GET carrying its own credential); cds (a CDS
+    #: client's signed JWT once PE_RISK_CDS_ISSUERS is set, the bearer tokens until then)
+    auth: str = "bearer"
     mount: bool = False
     root_answers: bool = False  # a mount whose own address (no trailing slash) answers too
     bentoml_api: bool = False  # a @bentoml.api route: BentoML's own 400s are rewritten
 
     def matches(self, path: str) -> bool:
-        return path.startswith(self.path) if self.mount else path == self.path
+        if not self.mount:
+            return path == self.path
+        return path.startswith(self.path) or (self.root_answers and path == self.path[:-1])
 
 
 class Routes:

@@ -438,6 +438,9 @@ report_link_app = Starlette(
 #: the apps the service mounts, each with its entry in the route registry (serving.api.routes)
 MOUNTS = (
     (fhir_app, Mount("/fhir/", accepts=FHIR_BODY, errors="fhir", mount=True)),
-    (cds_app, Mount("/cds-services/", accepts=JSON_BODY, mount=True, root_answers=True)),
+    (
+        cds_app,
+        Mount("/cds-services/", accepts=JSON_BODY, auth="cds", mount=True, root_answers=True),
+    ),
     (report_link_app, Mount("/report-link/", errors="html", auth="link", mount=True)),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -211,3 +212,43 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_pa
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
         assert r.status == 200
+
+
+def test_a_real_server_takes_cds_calls_signed_by_a_registered_ehr(served_state, tmp_path) -> None:
+    """PE_RISK_CDS_ISSUERS registers an EHR's keys: its signed patient-view call (aud = the
+    public URL of the endpoint) gets the card; no JWT, the API token or a replay get 401."""
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.service.test_interop import hook_call, prefetch_of
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    issuers = tmp_path / "issuers.json"
+    ehr, public = "https://ehr.hospital.example/", "https://pe-risk.hospital.example"
+    issuers.write_text(json.dumps({ehr: {"jwks": {"keys": [{**jwk, "kid": "k1"}]}}}))
+    env = {
+        "PE_RISK_STATE_DIR": str(served_state.state_dir),
+        "BENTOML_HOME": str(served_state.bentoml_home),
+        "PE_RISK_API_TOKEN": TOKEN,
+        "PE_RISK_CDS_ISSUERS": str(issuers),
+        "PE_RISK_PUBLIC_URL": public,
+    }
+    call = hook_call("jwt-1", prefetch_of(bundles.typical_patient("jwt-1", today=date.today())))
+    with bentoml_serve("serving.service:PERisk", env, ROOT, tmp_path / "serve.log") as url:
+        now = int(time.time())  # the server checks exp against its own clock
+        claims = {"iss": ehr, "aud": f"{public}/cds-services/pe-risk", "iat": now, "exp": now + 300}
+        signed = jwt.encode({**claims, "jti": str(uuid.uuid4())}, key, "ES384", {"kid": "k1"})
+        bearer = {"Authorization": f"Bearer {signed}"}
+        r = HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=bearer)
+        assert r.status_code == 200, r.text
+        assert r.json()["cards"][0]["links"][0]["url"].startswith(f"{public}/report-link/")
+        assert (
+            HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=bearer).status_code == 401
+        )
+        assert HTTP.post(f"{url}/cds-services/pe-risk", json=call).status_code == 401
+        api = {"Authorization": f"Bearer {TOKEN}"}
+        assert HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=api).status_code == 401
+        assert HTTP.post(f"{url}/predict", json=base_record(), headers=api).status_code == 200
