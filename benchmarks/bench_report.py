@@ -27,7 +27,7 @@ def _model():
         from training.train import TrainConfig, fit
 
         frame = generate(20_000, 7).frame
-        fitted = fit(validate_table(frame, require_outcome=True), TrainConfig(), horizon_days=180)
+        fitted = fit(validate_table(frame, require_outcome=True), TrainConfig())
         return fitted.model, "bench"
 
 

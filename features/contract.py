@@ -309,8 +309,19 @@ def unknown_value(name: str) -> object:
     return "unknown" if "unknown" in BY_NAME[name].choices else None
 
 
-#: The outcome column of training tables (never an input).
+#: The outcome column of training tables (never an input): PE within 180 days, 0/1. A table
+#: with only this column is read as complete follow-up (no one lost, no one dead before 180 days).
 OUTCOME = "pe_event"
+#: The time-to-event outcome columns (data-contract.md, "Outcomes"), in days from the index
+#: date: ``pe_days`` to the diagnosis of PE (0 = found by the work-up at the index assessment,
+#: absent = no PE seen during follow-up), ``death_days`` to death (absent = alive at last
+#: contact) and ``followup_days`` to the end of follow-up (last contact, death or the data
+#: cut-off), required with the other two.
+PE_DAYS, DEATH_DAYS, FOLLOWUP_DAYS = "pe_days", "death_days", "followup_days"
+TIME_OUTCOMES = (PE_DAYS, DEATH_DAYS, FOLLOWUP_DAYS)
+#: The horizons of the new-PE question (design.md, "What it is"): cumulative incidence of a
+#: new PE by 30, 90 and 180 days, death competing.
+HORIZONS_DAYS = (30, 90, 180)
 #: Optional columns a training table may carry beside the record: a site for
 #: leave-one-site-out validation and an index date for temporal validation.
 TABLE_META = ("site", "index_date")

@@ -1,7 +1,9 @@
 """Tables of patient records (CSV, Parquet): vectorised validation and a row report.
 
 A training table holds one record per row in the fields of the data contract, plus
-the outcome ``pe_event`` and optionally ``site`` / ``index_date``. A lab column may
+its outcome: ``pe_event`` (PE within 180 days, complete follow-up assumed) and/or the
+time-to-event columns ``pe_days``, ``death_days`` and ``followup_days`` (data-contract.md,
+"Outcome"), and optionally ``site`` / ``index_date``. A lab column may
 have a companion ``<field>_unit`` column with a UCUM unit per row (blank means the
 canonical unit). Every row is checked with the rules of ``features.contract`` and the
 messages of ``features.records``, column by column with numpy, and *every* bad row is
@@ -23,7 +25,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import BY_NAME, FIELDS, OUTCOME, REQUIRED, TABLE_META, FieldSpec, Kind
+from features.contract import (
+    BY_NAME,
+    DEATH_DAYS,
+    FIELDS,
+    FOLLOWUP_DAYS,
+    HORIZONS_DAYS,
+    OUTCOME,
+    PE_DAYS,
+    REQUIRED,
+    TABLE_META,
+    TIME_OUTCOMES,
+    FieldSpec,
+    Kind,
+)
 from features.messages import (
     FieldIssue,
     choice_issue,
@@ -68,6 +83,9 @@ class TableReport:
     bad: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     outcome: np.ndarray | None = None
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ``pe_days``, ``death_days``, ``followup_days`` (floats, NaN = absent) when the table
+    #: has the time-to-event columns; empty otherwise
+    times: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -87,6 +105,7 @@ class TableReport:
             bad=np.zeros(int(keep.sum()), dtype=bool),
             outcome=None if self.outcome is None else self.outcome[keep],
             meta={k: v[keep] for k, v in self.meta.items()},
+            times={k: v[keep] for k, v in self.times.items()},
         )
 
     def frame(self, *, with_outcome: bool = True) -> pd.DataFrame:
@@ -96,6 +115,9 @@ class TableReport:
             df[name] = values
         if with_outcome and self.outcome is not None:
             df[OUTCOME] = self.outcome
+        if with_outcome:
+            for name, values in self.times.items():
+                df[name] = values
         return df
 
 
@@ -120,18 +142,19 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
         Columns named as in the data contract; values as read from CSV (strings) or
         Parquet (typed).
     require_outcome : bool
-        When True (training), a missing ``pe_event`` column or a value other than
-        0/1 is an error.
+        When True (training), a table with neither ``pe_event`` nor the time-to-event
+        columns is an error. Outcome values are checked whenever their columns are there.
     """
     n = len(df)
     issues: list[RowIssue] = []
     bad = np.zeros(n, dtype=bool)
     columns: dict[str, np.ndarray] = {}
 
-    allowed = {*BY_NAME, OUTCOME, *TABLE_META, *(f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS)}
+    outcomes = (OUTCOME, *TIME_OUTCOMES)
+    allowed = {*BY_NAME, *outcomes, *TABLE_META, *(f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS)}
     for col in df.columns:
         if col not in allowed:
-            fi = unknown_issue(str(col), None, extra_known=(OUTCOME, *TABLE_META))
+            fi = unknown_issue(str(col), None, extra_known=(*outcomes, *TABLE_META))
             issues.append(
                 RowIssue(
                     None,
@@ -178,14 +201,20 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
                 )
             )
         bad |= out_bad
-    elif require_outcome:
+    times, time_issues = _check_times(df, outcome)
+    for issue in time_issues:
+        issues.append(issue)
+        if issue.row is not None:
+            bad[issue.row - 1] = True
+    if require_outcome and outcome is None and not times and not time_issues:
         issues.append(
             RowIssue(
                 None,
                 OUTCOME,
                 None,
                 "required",
-                f"the outcome column {OUTCOME!r} (0/1) is required for training",
+                f"training needs an outcome: the column {OUTCOME!r} (0/1, PE within 180 days, "
+                f"complete follow-up) or the time-to-event columns {', '.join(TIME_OUTCOMES)}",
             )
         )
 
@@ -193,7 +222,7 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
         bad[:] = True
     meta = {m: df[m].to_numpy(object) for m in TABLE_META if m in df.columns}
     issues.sort(key=lambda i: (-1 if i.row is None else i.row, i.field))
-    return TableReport(n, columns, issues, bad, outcome, meta)
+    return TableReport(n, columns, issues, bad, outcome, meta, times)
 
 
 def _empty(spec: FieldSpec, n: int) -> np.ndarray:
@@ -293,6 +322,127 @@ def _check_outcome(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
     bad = ~np.isin(num, (0.0, 1.0))
     return np.where(bad, np.nan, num), bad
+
+
+#: days from the index date: the rule each time-to-event column follows, as messages state it
+_TIME_RULES = {
+    PE_DAYS: "a number of days ≥ 0 (0 = PE found by the work-up at the index assessment), "
+    "or blank for no PE seen during follow-up",
+    DEATH_DAYS: "a number of days ≥ 0, or blank for alive at last contact",
+    FOLLOWUP_DAYS: "a number of days > 0 (to last contact, death or the data cut-off)",
+}
+#: pe_event is PE within the longest horizon, 180 days (data-contract.md, "Outcome")
+HORIZON_OF_PE_EVENT = HORIZONS_DAYS[-1]
+
+
+def _check_times(
+    df: pd.DataFrame, outcome: np.ndarray | None
+) -> tuple[dict[str, np.ndarray], list[RowIssue]]:
+    """The time-to-event columns as floats (NaN = absent) and every row that breaks a rule:
+    a value that is not a number of days, a PE or a death after the end of follow-up, a death
+    before the PE, follow-up going on after death, a ``pe_event`` that disagrees with
+    ``pe_days`` (data-contract.md, "Outcome")."""
+    present = [c for c in TIME_OUTCOMES if c in df.columns]
+    if not present:
+        return {}, []
+    n = len(df)
+    issues: list[RowIssue] = []
+    if FOLLOWUP_DAYS not in df.columns:
+        issues.append(
+            RowIssue(
+                None,
+                FOLLOWUP_DAYS,
+                None,
+                "required",
+                f"{FOLLOWUP_DAYS!r} is required with {' and '.join(present)}: without the end "
+                "of follow-up a row without PE cannot be told from one lost to follow-up",
+            )
+        )
+    times: dict[str, np.ndarray] = {}
+    for name in TIME_OUTCOMES:
+        raw = df[name].to_numpy(object) if name in df.columns else np.full(n, None, dtype=object)
+        missing = _is_missing(raw)
+        num = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
+        low = num <= 0 if name == FOLLOWUP_DAYS else num < 0
+        wrong = ~missing & (~np.isfinite(num) | low)
+        if name == FOLLOWUP_DAYS and name in df.columns:
+            wrong |= missing
+        for r in np.flatnonzero(wrong):
+            v = _py(raw[r]) if not missing[r] else None
+            issues.append(
+                RowIssue(
+                    int(r) + 1,
+                    name,
+                    v,
+                    "days",
+                    f"{name}={show(v)} is not accepted; give {_TIME_RULES[name]}",
+                )
+            )
+        times[name] = np.where(wrong | missing, np.nan, num)
+    pe, death, follow = times[PE_DAYS], times[DEATH_DAYS], times[FOLLOWUP_DAYS]
+
+    def rule(mask: np.ndarray, name: str, text: Any) -> None:
+        for r in np.flatnonzero(mask):
+            v = times[name][r]
+            issues.append(RowIssue(int(r) + 1, name, None if v != v else _py(v), "order", text(r)))
+
+    with np.errstate(invalid="ignore"):
+        rule(
+            (pe > follow) & ~(death < pe),  # after death says more, below
+            PE_DAYS,
+            lambda r: (
+                f"pe_days={pe[r]:g} is after the end of follow-up (followup_days="
+                f"{follow[r]:g}); a PE must be seen during follow-up"
+            ),
+        )
+        rule(
+            death > follow,
+            DEATH_DAYS,
+            lambda r: (
+                f"death_days={death[r]:g} is after the end of follow-up (followup_days="
+                f"{follow[r]:g}); follow-up ends at death at the latest"
+            ),
+        )
+        rule(
+            death < pe,
+            PE_DAYS,
+            lambda r: (
+                f"pe_days={pe[r]:g} is after death (death_days={death[r]:g}); "
+                "a PE is diagnosed before death or on its day"
+            ),
+        )
+        rule(
+            death < follow,
+            FOLLOWUP_DAYS,
+            lambda r: (
+                f"followup_days={follow[r]:g} goes on after death (death_days="
+                f"{death[r]:g}); follow-up ends at death: "
+                + (
+                    f"give followup_days={death[r]:g}"
+                    if death[r] > 0
+                    else "a death on the index day leaves no follow-up; leave the row out"
+                )
+            ),
+        )
+        if outcome is not None:
+            by = pe <= HORIZON_OF_PE_EVENT
+            rule(
+                (outcome == 1) & ~by & np.isfinite(follow),
+                PE_DAYS,
+                lambda r: (
+                    f"pe_event=1 but pe_days={show(_py(pe[r]))} is not within "
+                    f"{HORIZON_OF_PE_EVENT} days; the two columns disagree"
+                ),
+            )
+            rule(
+                (outcome == 0) & by,
+                PE_DAYS,
+                lambda r: (
+                    f"pe_event=0 but pe_days={pe[r]:g} is within "
+                    f"{HORIZON_OF_PE_EVENT} days; the two columns disagree"
+                ),
+            )
+    return times, issues
 
 
 def _py(v: Any) -> Any:

@@ -52,7 +52,6 @@ class Settings:
     mlflow_artifact_root: Path
     bentoml_home: Path
     model_name: str = "pe-risk"
-    horizon_days: int = 180
     api_tokens: tuple[str, ...] = field(default=(), repr=False)
     workers: int = 1
     fhir_map: Path | None = None
@@ -104,7 +103,6 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         mlflow_artifact_root=state / "mlartifacts",
         bentoml_home=Path(env.get("BENTOML_HOME") or state / "bentoml").resolve(),
         model_name=env.get("PE_RISK_MODEL_NAME", "pe-risk"),
-        horizon_days=int(env.get("PE_RISK_HORIZON_DAYS", "180")),
         api_tokens=_tokens(env),
         workers=int(env.get("PE_RISK_WORKERS") or os.cpu_count() or 1),
         fhir_map=Path(env["PE_RISK_FHIR_MAP"]).resolve() if env.get("PE_RISK_FHIR_MAP") else None,

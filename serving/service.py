@@ -37,7 +37,7 @@ from features.records import RecordError, parse_record
 from features.spec import spec_table
 from models.artifact import PERiskModel
 from models.settings import get_settings
-from serving.answer.predict import model_block, predict_records
+from serving.answer.predict import QUESTIONS, model_block, predict_records
 from serving.answer.report import report_html
 from serving.api.audit import AuditLog, input_hash
 from serving.api.auth import BearerAuth
@@ -117,23 +117,35 @@ class PERisk:
         spec = spec_table()
         return {
             "model": model_block(self.model, self.version),
-            "horizon_days": self.model.horizon_days,
-            "risk_bands": {
-                "low_below": self.model.bands.low_below,
-                "high_from": self.model.bands.high_from,
-                "source": self.model.bands.source,
-            },
-            "calibration": {
-                "a": self.model.calibration.a,
-                "b": self.model.calibration.b,
-                "method": self.model.calibration.method,
+            "outcomes": info.get("outcomes", {}),
+            "questions": {
+                key: {
+                    "question": QUESTIONS[key],
+                    "horizons_days": list(head.horizons),
+                    "risk_bands": {
+                        "low_below": head.bands.low_below,
+                        "high_from": head.bands.high_from,
+                        "source": head.bands.source,
+                    },
+                    "calibration": {
+                        "a": head.calibration.a,
+                        "intercepts": list(head.calibration.intercepts),
+                        "method": head.calibration.method,
+                    },
+                }
+                for key, head in self.model.heads.items()
             },
             "metrics": info.get("metrics", {}),
             "baselines": info.get("baselines", {}),
             "gate": info.get("gate", {}),
             "unknowns": info.get("unknowns", {}),
             "features": [
-                {**f, "monotone": self.model.monotone.get(f["name"], 0)}
+                {
+                    **f,
+                    "monotone": {
+                        k: h.monotone.get(f["name"], 0) for k, h in self.model.heads.items()
+                    },
+                }
                 for f in spec
                 if f["name"] in self.model.feature_names
             ],

@@ -40,7 +40,11 @@ TRIPOD = [
         "Performance measures",
         "discrimination, calibration (intercept, slope, ICI, curve), net benefit; below",
     ),
-    ("12f", "Model updating", "logistic recalibration of the booster margin on a held-out split"),
+    (
+        "12f",
+        "Model updating",
+        "logistic recalibration of the booster margin on out-of-fold margins (5 folds)",
+    ),
     (
         "12g / 22",
         "How predictions are calculated",
@@ -54,7 +58,15 @@ TRIPOD = [
     (
         "15",
         "Output and thresholds",
-        "a probability; risk bands from published Khorana-group risks (see Risk bands)",
+        "two estimates: P(PE now) and the cumulative incidence of a new PE by 30/90/180 "
+        "days; risk bands from published revised-Geneva prevalences and Khorana-group "
+        "risks (see Risk bands)",
+    ),
+    (
+        "6a / 8",
+        "Outcomes, horizons, competing risk, censoring",
+        "PE found at the index work-up; new PE by 30, 90 and 180 days, death competing, "
+        "censored follow-up weighted (IPCW); see Outcomes",
     ),
     ("16", "Development vs evaluation data", "see Data: the split strategy"),
     ("23a", "Performance with intervals and subgroups", "95 % bootstrap intervals; subgroup table"),
@@ -90,47 +102,71 @@ def model_card(
     data: dict[str, Any],
 ) -> str:
     """The card as markdown. ``data`` holds source, digest, rows, events, synthetic, trained_on."""
-    cal = model.calibration
     synthetic = bool(data.get("synthetic"))
-    sizes = fitted.splits.sizes(fitted.y)
+    new = model.new_pe
+    horizons = ", ".join(f"{h}" for h in new.horizons)
+    outcomes = model.info.get("outcomes", {})
     parts = [
         "# pe-risk model card",
         SYNTHETIC_BANNER if synthetic else "",
         "## Intended use",
-        f"Estimates, for an adult with lung cancer, the probability of pulmonary embolism within "
-        f"{model.horizon_days} days of the assessment, with an exact explanation of each estimate. "
-        "It supports, and does not replace, the diagnostic pathway (D-dimer and Wells, then CTPA) "
-        "and thromboprophylaxis decisions. Not for people without lung cancer, under 18, or with PE "
-        "already confirmed.",
+        "For an adult with lung cancer, two estimates that lead to different actions, each "
+        "calibrated and exactly explained: **PE now**: when PE is suspected, the probability "
+        "that the work-up at this assessment finds a PE (imaging or not; it supports, and does "
+        "not replace, the diagnostic pathway of D-dimer and Wells, then CTPA); and **a new "
+        f"PE**: the cumulative incidence of a new PE by {horizons} days, death competing "
+        "(thromboprophylaxis, weighed against bleeding). Not for people without lung cancer, "
+        "under 18, or with PE already confirmed.",
+        "## Outcomes",
+        _outcomes(outcomes, model),
         "## Data",
         _table(
             [
                 {"item": "trained on", "value": data.get("trained_on", "")},
                 {"item": "source", "value": data.get("source", "")},
-                {"item": "rows / events", "value": f"{data['rows']} / {data['events']}"},
+                {
+                    "item": "rows / PE now / new PE",
+                    "value": f"{data['rows']} / {data.get('pe_now', 0)} / {data['events']}",
+                },
                 {"item": "data digest", "value": data.get("digest", "")},
                 {"item": "test split", "value": fitted.splits.strategy},
-                {
-                    "item": "splits",
-                    "value": "; ".join(
-                        f"{k} {v['rows']} ({v['events']} events)" for k, v in sizes.items()
-                    ),
-                },
             ]
         ),
         "## Model",
-        f"XGBoost ({fitted.best_iteration} trees, early stopping on the validation slice) on "
-        f"{len(model.feature_names)} predictors from `features/spec.py`; missing values kept missing; "
-        f"monotone constraints on {sum(1 for v in model.monotone.values() if v)} predictors: "
-        "where the direction is established, with its source in the specification; for the "
-        "other fields a record may leave unknown, the direction of a first fit (below). "
-        f"Calibration: `logit(p) = {cal.a:.4f}·margin {cal.b:+.4f}` ({cal.method}; "
-        f"{cal.n_rows} rows, {cal.n_events} events). Explanations are exact TreeSHAP contributions on "
-        "the calibrated log-odds scale: base + Σ contributions = logit(p).",
+        "One XGBoost booster per question on "
+        f"{len(model.feature_names)} predictors from `features/spec.py`; missing values kept "
+        "missing; monotone constraints where the direction is established, with its source in "
+        "the specification, and for the other fields a record may leave unknown the direction "
+        "of a first fit (below).",
+        _table(
+            [
+                {
+                    "question": key,
+                    "trees": h.best_iteration,
+                    "monotone predictors": sum(1 for v in h.head.monotone.values() if v),
+                    "calibration": f"logit(p) = {h.head.calibration.a:.4f}·margin + b; b = "
+                    + ", ".join(
+                        f"{b:+.4f} ({d} d)"
+                        for d, b in zip(h.head.horizons, h.head.calibration.intercepts, strict=True)
+                    ),
+                    "calibration rows": h.head.calibration.n_rows,
+                }
+                for key, h in fitted.heads.items()
+            ]
+        ),
+        "Calibration is logistic on each booster's margin (Platt), fitted on out-of-fold "
+        "margins of every row outside the test split (5 folds), with one slope and one "
+        "intercept per horizon made non-decreasing, so no estimate decreases with the horizon; "
+        "the served booster is then fitted on those rows. "
+        "Explanations are exact TreeSHAP contributions on each estimate's calibrated log-odds "
+        "scale: base + Σ contributions = logit(p).",
         _unknowns(model),
-        "## Performance on the test split (95 % bootstrap intervals)",
-        "Records as they are, and the same records with 30 % of every field a record may leave "
-        "unknown removed at random (as EHR extracts and CDS Hooks prefetches are incomplete).",
+        f"## New PE by {new.horizon_days} days: performance on the test split "
+        "(95 % bootstrap intervals)",
+        "Rows without PE now, IPCW-weighted (the AUROC is the time-dependent, cumulative/dynamic "
+        "one). Records as they are, and the same records with 30 % of every field a record may "
+        "leave unknown removed at random (as EHR extracts and CDS Hooks prefetches are "
+        "incomplete).",
         _table(
             [
                 {
@@ -143,6 +179,22 @@ def model_card(
                 for k in PROBABILITY_METRICS
             ]
         ),
+        "### At each horizon",
+        _table(
+            [
+                {
+                    "horizon": f"{h} days",
+                    "time-dependent AUROC": m["auroc"].text(),
+                    "Brier (IPCW)": m["brier"].text(4),
+                    "calibration slope": m["calibration_slope"].text(2),
+                    "calibration intercept": m["calibration_intercept"].text(2),
+                    "Khorana AUROC": m["khorana_auroc"].text(),
+                    "ONKOTEV AUROC": m["onkotev_auroc"].text(),
+                }
+                for h, m in evaluation.horizons.items()
+            ]
+        ),
+        _cif_rows(evaluation.cif_calibration),
         "### Against the established scores and a logistic regression (same rows)",
         _table(
             [
@@ -162,13 +214,17 @@ def model_card(
         f"explanation): AUROC {_fmt(evaluation.isotonic['auroc'])}, calibration slope "
         f"{_fmt(evaluation.isotonic['calibration_slope'])}, ICI {_fmt(evaluation.isotonic['ici'], 4)}.",
         _reference(evaluation),
-        "## Clinical utility (decision curve, net benefit)",
+        "### Clinical utility (decision curve at the thromboprophylaxis thresholds, net benefit)",
         _decision_rows(evaluation.decision_curve),
-        "## Subgroups",
+        "### Subgroups",
         _table(_subgroup_rows(evaluation.subgroups)),
+        _pe_now_section(evaluation),
         "## Risk bands",
-        f"low < {model.bands.low_below:.1%} ≤ intermediate < {model.bands.high_from:.1%} ≤ high. "
-        f"Source: {model.bands.source}.",
+        "\n".join(
+            f"- {key}: low < {h.bands.low_below:.1%} ≤ intermediate < {h.bands.high_from:.1%} "
+            f"≤ high. Source: {h.bands.source}."
+            for key, h in model.heads.items()
+        ),
         "## Quality gate",
         "passed" if gate.passed else "**failed**: the model was logged but not registered",
         "\n".join(gate.lines()),
@@ -180,8 +236,16 @@ def model_card(
                 "real case mix, measurement practice and missingness will differ."
                 if synthetic
                 else "Performance is internal (or held-out site/period) validation on one data source.",
-                "Competing risk of death is not modelled; observed risks can be overestimated "
-                "(Blood Adv 2022;6:2967: Kaplan–Meier overestimated by up to 23 %).",
+                "Death is a competing risk and censored follow-up is weighted (IPCW): the "
+                "estimate is a cumulative incidence, not 1 − Kaplan–Meier (which overestimated "
+                "it by up to 23 %: Blood Adv 2022;6:2967)."
+                if outcomes.get("timed")
+                else "Trained on pe_event only: complete follow-up is assumed and PE now cannot "
+                "be told from a new PE; where people were lost before 180 days and counted as "
+                "'no PE' the risk is under-estimated.",
+                "The censoring weights come from one Kaplan–Meier of censoring over all rows: "
+                "the end of follow-up is assumed independent of the outcome and of the "
+                "predictors (a data cut-off is; loss to follow-up may not be).",
                 "Fields the record cannot carry are not used (e.g. anthracyclines, bleeding history).",
                 "A probability outside the training range of its inputs is flagged, not refused.",
             ]
@@ -194,9 +258,16 @@ def model_card(
                 {
                     "predictor": f.name,
                     "label": f.label,
-                    "monotone": model.monotone.get(f.name, 0),
+                    **{
+                        f"monotone ({key})": h.monotone.get(f.name, 0)
+                        for key, h in model.heads.items()
+                    },
                     "source": f.source
-                    or ("direction from the training data" if model.monotone.get(f.name) else "–"),
+                    or (
+                        "direction from the training data"
+                        if any(h.monotone.get(f.name) for h in model.heads.values())
+                        else "–"
+                    ),
                 }
                 for f in MODEL_FEATURES
             ]
@@ -205,41 +276,122 @@ def model_card(
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def _unknowns(model: PERiskModel) -> str:
-    u = model.info.get("unknowns")
-    if not u:
-        return ""
-    arbitrary = set(u.get("no_effect_in_first_fit", []))
-    chosen = (
-        ", ".join(
-            f"{k} {v:+d}" + (" (no effect in the first fit: arbitrary)" if k in arbitrary else "")
-            for k, v in u["directions_from_data"].items()
+def _outcomes(outcomes: dict[str, Any], model: PERiskModel) -> str:
+    if not outcomes.get("timed"):
+        return (
+            "Trained on `pe_event` (PE within 180 days) alone: complete follow-up is assumed, "
+            "so the model answers the new-PE question at 180 days only (`new_pe_180d`), and a PE "
+            "present at the assessment cannot be told apart (no `pe_now`)."
         )
-        or "none"
+    return (
+        "From `pe_days`, `death_days` and `followup_days`. **PE now**: a PE found by the work-up "
+        "at the index assessment (`pe_days` = 0), among the rows where PE was suspected. "
+        f"**New PE by {', '.join(str(h) for h in model.new_pe.horizons)} days**: among the rows "
+        "without PE now, a PE by the horizon; a death before the horizon without PE is not a PE "
+        "(death is a competing risk, and the estimate is a cumulative incidence, not 1 − "
+        "Kaplan–Meier); rows whose follow-up ended earlier are weighted out by inverse "
+        "probability of censoring weights (Kaplan–Meier of censoring; Scheike TH et al., "
+        "Biometrika 2008;95:205). Observed cumulative incidences are Aalen–Johansen estimates."
     )
+
+
+def _cif_rows(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    rows = [
+        {
+            "horizon": f"{int(r['horizon_days'])} d",
+            "risk group": int(r["group"]),
+            "rows": int(r["rows"]),
+            "predicted": f"{r['predicted']:.3f}",
+            "observed (Aalen–Johansen)": f"{r['observed']:.3f} ({r['low']:.3f}–{r['high']:.3f})",
+        }
+        for r in table.to_dict("records")
+    ]
+    return (
+        "### Predicted against observed cumulative incidence, by risk group (tenths)\n\n"
+        + _table(rows)
+    )
+
+
+def _pe_now_section(evaluation: Evaluation) -> str:
+    now = evaluation.pe_now
+    if not now:
+        return ""
+    m = now["metrics"]
+    parts = [
+        "## PE now: performance on the suspected-PE test rows (95 % bootstrap intervals)",
+        f"{now['rows']} rows, {now['events']} with PE at the work-up.",
+        _table([{"metric": METRIC_TEXT[k], "pe-risk": m[k].text()} for k in PROBABILITY_METRICS]),
+        _table(
+            [
+                {"comparator": v["title"], "AUROC": v["metrics"]["auroc"].text()}
+                for v in now["baselines"].values()
+            ]
+        ),
+        "### Rule-out strategies on the same rows",
+        _table(
+            [
+                {
+                    "strategy": name,
+                    "ruled out": f"{r['ruled_out']} of {r['rows']}",
+                    "failure rate (PE among ruled out)": r["failure_rate"].text(),
+                    "efficiency (spared imaging)": r["efficiency"].text(),
+                }
+                for name, r in now["rule_outs"].items()
+            ]
+        ),
+    ]
+    ref = now.get("reference", {})
+    if "oracle_auroc" in ref:
+        parts.append(
+            f"Synthetic reference: the generator's true P(PE now) reaches AUROC "
+            f"{ref['oracle_auroc']:.3f} on the same rows (pe-risk: "
+            f"{m['auroc'].value / ref['oracle_auroc']:.1%} of it)."
+        )
+    return "\n\n".join(parts)
+
+
+def _unknowns(model: PERiskModel) -> str:
+    per_head = model.info.get("unknowns")
+    if not per_head:
+        return ""
+    lines = []
+    for key, u in per_head.items():
+        arbitrary = set(u.get("no_effect_in_first_fit", []))
+        chosen = (
+            ", ".join(
+                f"{k} {v:+d}"
+                + (" (no effect in the first fit: arbitrary)" if k in arbitrary else "")
+                for k, v in u["directions_from_data"].items()
+            )
+            or "none"
+        )
+        lines.append(
+            f"- {key}: {u['masked_copies']} masked copy of each row; {u['splits_rerouted']} "
+            f"splits turned. Directions taken from the training data: {chosen}."
+        )
+    method = next(iter(per_head.values()))["method"]
     return "\n\n".join(
         [
             "## Unknown values",
             "An absent field means *not known*. The model is taught what that means and never "
-            f"scores it beyond its known values: {u['method']} ({u['masked_copies']} masked copy "
-            f"of each row; {u['splits_rerouted']} splits turned). Directions taken from the "
-            f"training data: {chosen}.",
+            f"scores it beyond its known values: {method}.",
+            "\n".join(lines),
         ]
     )
 
 
 def _reference(evaluation: Evaluation) -> str:
     r = evaluation.reference
-    if not r:
+    if "oracle_auroc" not in r:
         return ""
     auroc = evaluation.metrics["auroc"].value
     return (
-        "Synthetic reference on the same rows: the generator's true probability reaches AUROC "
-        f"{_fmt(r.get('oracle_auroc'))}; computed from what the records show, "
-        f"{_fmt(r.get('observable_auroc'))} (pe-risk reaches "
-        f"{auroc / r['observable_auroc']:.1%} of it)."
-        if "observable_auroc" in r
-        else ""
+        "Synthetic reference on the same rows: the generator's true cumulative incidence "
+        f"reaches a time-dependent AUROC of {r['oracle_auroc']:.3f} (pe-risk: "
+        f"{auroc / r['oracle_auroc']:.1%} of it); its mean is {r['oracle_mean']:.4f}, the "
+        f"model's {float(evaluation.p.mean()):.4f}."
     )
 
 

@@ -2,7 +2,9 @@
 
 No real patient data can ship, so pe-risk trains out of the box on a cohort generated
 here. The generative model is written down once, in ``cohort_effects.csv`` (factor,
-parameter, value, source), and read by this code:
+parameter, value, source), and read by this code. It answers the two questions of the
+design: is there a PE now (when suspected), and how likely is a new PE by 30, 90 and 180
+days, death competing, with censored follow-up.
 
 1. **Population** (structure, not coin flips): age and sex; smoking; histology given
    smoking; stage given histology; EGFR/ALK/KRAS given histology and smoking, tested
@@ -11,28 +13,61 @@ parameter, value, source), and read by this code:
    immunotherapy mostly III–IV, bevacizumab only in non-squamous disease); laboratory
    values with realistic distributions (platelets and leukocytes log-normal, higher in
    advanced stage; haemoglobin lower in women and with chemotherapy).
-2. **Base risk**: ``logit p_base = b0 + β·stage III–IV + Σ log(OR)·factor`` with the
-   odds ratios of the table. ``b0`` and ``β`` are solved so that the incidence and the
-   *marginal* stage III–IV vs I–II odds ratio hit the table's targets.
-3. **Outcome**: ``pe_event ~ Bernoulli(p_base)`` (PE within 180 days); a fixed share of
-   these PEs is already present at the index date, the rest develop later.
+2. **Base risk**: ``logit p = b0 + β·stage III–IV + Σ log(OR)·factor`` with the odds ratios
+   of the table, the surgery band taken at the index date.
+3. **PE now**: present at the index assessment with probability ``q·p`` (``q`` the table's
+   share of 180-day PEs already present then).
 4. **Findings at the index date**: whether PE is suspected, signs and symptoms, D-dimer
    (log-normal, higher in advanced stage), heart rate, saturation, PaO₂, troponin,
    NT-proBNP, RV/LV, ECG abnormalities, each drawn from one distribution when PE is
-   present at the index date and another otherwise (a PE that has not happened yet
-   shifts nothing).
-5. **Missingness like real records**, independent of the outcome given the setting, at
+   present now and another otherwise (a PE that has not happened yet shifts nothing).
+5. **New PE and death after the index date**, for days 1..365, as discrete daily
+   cause-specific hazards. The PE hazard is ``exp(h0 + β·III–IV + Σ log(OR)·factor)``
+   (a day's probability ``1 − exp(−hazard)``): the odds factors of step 2 except surgery,
+   whose factor follows the time since the operation, ``days_since_surgery + t`` (the
+   0–30, 31–91 and 92–182-day bands, then none), so the month-one peak after surgery
+   appears in time. The death hazard is constant per person: a rate by stage, solved so
+   that the stage's share dead by 180 days is the table's, times a hazard ratio per ECOG
+   point. Each latent time is drawn by inversion of its own cumulative hazard; the first
+   event wins for the PE outcome, and a death after a PE is still recorded. The hazards
+   change only at the band edges, so every sum over the daily grid is a geometric series
+   on each constant piece, computed exactly (no people × days array).
+6. **Censoring**: follow-up ends at death, at the data cut-off (the table's days after the
+   last index date), at a loss to follow-up (exponential, the table's share lost by 180
+   days) or at 365 days, whichever comes first, and lasts at least a day.
+7. **Missingness like real records**, independent of the outcome given the setting, at
    the rates of the table's ``p_recorded`` rows: D-dimer, troponin, NT-proBNP, RV/LV
    mostly measured when PE is suspected; treatments and history unrecorded as often as
    in registry and EHR extracts (chemotherapy recorded for 68 % of those given it).
 
-The **true probability** of each row is then exact by Bayes' rule. With
-``q`` the share present at the index date and ``LR`` the product of the likelihood
-ratios of the findings (each the ratio of the two densities they were drawn from):
-``p_true = (q·p·LR + (1−q)·p) / (q·p·LR + (1−q)·p + 1 − p)`` with ``p = p_base``. It is P(PE | everything the
-generator knows about the person, including values later masked as not measured),
-so its AUROC is an upper bound for any model. It is written to a separate file
-(``<name>.truth.<ext>``) that is never a model input.
+``b0``, ``h0`` and ``β`` are solved so that the mean base probability ``p`` and the
+180-day PE risk ``q·p + (1 − q·p)·F(180)`` both equal the table's incidence (so a share
+``q`` of 180-day PEs is present now), and the marginal stage III–IV vs I–II odds ratio
+of that 180-day risk hits the table's target.
+
+The frame has the contract's fields, ``patient_id``, ``site``, ``index_date`` and the
+outcome as times in whole days (data-contract.md, "Outcome"): ``pe_days`` (0 = present
+now; absent = no PE seen during follow-up), ``death_days`` (absent = alive at the end of
+follow-up) and ``followup_days``. It has no ``pe_event``: a 180-day yes/no is ambiguous
+under censoring.
+
+**The truth** of each row is exact and written to a separate file
+(``<name>.truth.<ext>``) that is never a model input:
+
+- ``pe_now_probability``: P(PE present now | everything the generator knows, including
+  values later masked) ``= q·p·LR / (q·p·LR + 1 − q·p)``, with ``LR`` the product of the
+  likelihood ratios of the findings (each the ratio of the two densities they were drawn
+  from). Its AUROC among the suspected is an upper bound for any model of question 1.
+- ``pe_now_observable``: the same from what the record shows (an unrecorded finding has
+  likelihood ratio 1, a hidden base factor enters at its mean within the histology).
+- ``new_pe_30d``, ``new_pe_90d``, ``new_pe_180d``: the cumulative incidence of a new PE by
+  each horizon for this person without PE now, death competing:
+  ``F(h) = Σ_{t≤h} λ_pe(t)·S(t−1)`` with ``λ_pe`` the daily PE probability and ``S`` the
+  probability of being alive without PE. Given for every row (for those with PE now it
+  is what would follow had there been none).
+- ``base_probability``: the 180-day PE risk (now or new) from the base factors alone,
+  ``q·p + (1 − q·p)·F(180)``, the quantity calibrated to the incidence.
+- ``pe_at_index``: whether PE is present now (``pe_days == 0``).
 """
 
 from __future__ import annotations
@@ -51,11 +86,32 @@ from scipy.special import expit
 
 from features import thresholds as th
 from features.build import blanked
-from features.contract import FIELDS, OUTCOME, Kind
+from features.contract import (
+    DEATH_DAYS,
+    FIELDS,
+    FOLLOWUP_DAYS,
+    HORIZONS_DAYS,
+    PE_DAYS,
+    STAGES,
+    Kind,
+)
 from features.scores import CREATININE_MG_DL
+from training.cohort_times import (
+    FIRST_INDEX_DATE,
+    MAX_FOLLOWUP_DAYS,
+    SURGERY_BANDS,
+    calibrate,
+    data_cutoff,
+    death_hazard,
+    draw_pe_day,
+    hazard_pieces,
+    incidence_all,
+    loss_rate,
+    sites_and_days,
+)
 
 EFFECTS_PATH = Path(__file__).with_name("cohort_effects.csv")
-GENERATOR = "pe-risk synthetic cohort v1"
+GENERATOR = "pe-risk synthetic cohort v2 (PE now; new PE and death over time; censoring)"
 
 
 @dataclass(frozen=True)
@@ -79,6 +135,18 @@ class Effects:
         }
         return Effects(rows, self.digest)
 
+    def with_values(self, values: dict[tuple[str, str], float]) -> Effects:
+        """The same table with some values replaced, e.g. ``{("followup", "p_lost_by_180"):
+        0.5}`` for a heavily censored cohort; the digest says it was changed."""
+        unknown = [k for k in values if k not in self.rows]
+        if unknown:
+            raise KeyError(f"{unknown} are not rows of the effect table; give (factor, parameter)")
+        rows = dict(self.rows)
+        for k, v in values.items():
+            rows[k] = (float(v), f"{rows[k][1]} [overridden: {v:g}]")
+        change = json.dumps(sorted((list(k), float(v)) for k, v in values.items()))
+        return Effects(rows, hashlib.sha256((self.digest + change).encode()).hexdigest()[:16])
+
 
 def load_effects(path: Path = EFFECTS_PATH) -> Effects:
     text = path.read_text(encoding="utf-8")
@@ -91,8 +159,8 @@ def load_effects(path: Path = EFFECTS_PATH) -> Effects:
 
 @dataclass
 class Cohort:
-    frame: pd.DataFrame  # the data contract columns + pe_event
-    truth: pd.DataFrame  # row, true/observable/base probability, pe_at_index (never inputs)
+    frame: pd.DataFrame  # the data contract columns, site, index_date, pe/death/followup days
+    truth: pd.DataFrame  # row, pe_at_index, pe_now_*, new_pe_*d, base_probability (never inputs)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -217,12 +285,13 @@ def _ckd_epi_2021(creat_umol: np.ndarray, age: np.ndarray, male: np.ndarray) -> 
 
 
 # ---------------------------------------------------------------------------------------
-# 2. Base risk, calibrated to the table's targets
+# 2. Base risk
 # ---------------------------------------------------------------------------------------
 
 
 def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The base-risk indicators, named as in the effect table (latent values: no NaN)."""
+    """The base-risk indicators at the index date, named as in the effect table (latent
+    values: no NaN)."""
     d = c["days_since_surgery"]
     with np.errstate(invalid="ignore"):
         return {
@@ -257,11 +326,11 @@ def _risk_factors(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         }
 
 
-def _with_findings(p_base: np.ndarray, q: float, llr: np.ndarray) -> np.ndarray:
-    """P(event) after the index-date findings: a fraction ``q`` of events is PE already present
-    at the index date, whose findings carry likelihood ratio ``exp(llr)``."""
-    lr = np.exp(llr)
-    return (q * p_base * lr + (1 - q) * p_base) / (q * p_base * lr + (1 - q) * p_base + 1 - p_base)
+def _pe_now(p_base: np.ndarray, q: float, llr: np.ndarray) -> np.ndarray:
+    """P(PE present now) after the index-date findings: prior ``q·p``, findings with
+    likelihood ratio ``exp(llr)``."""
+    odds = q * p_base * np.exp(llr)
+    return odds / (odds + 1 - q * p_base)
 
 
 #: base-risk factor → the record field that shows it (masking can hide it), where the two
@@ -287,12 +356,13 @@ def _observable_eta(
 
     A factor whose field was masked enters at its mean within the row's histology
     (mutations and labs depend on it), a close stand-in for its expectation given
-    the record; everything else enters as is. With the findings of ``_with_findings``
+    the record; everything else enters as is. With the findings of ``_pe_now``
     restricted to the recorded ones (an unrecorded finding's expected likelihood ratio
-    is 1), this gives ``observable_probability``: the benchmark a model trained on the
-    records can reach, where ``true_probability`` also knows the hidden values.
+    is 1), this gives ``pe_now_observable``: the benchmark a model trained on the
+    records can reach, where ``pe_now_probability`` also knows the hidden values.
     """
-    hist = c["histology"]
+    hist, _ = pd.factorize(c["histology"])
+    counts = np.bincount(hist)
     eta = np.zeros(len(hist))
     for name in ors:
         x = factors[name].astype(float)
@@ -305,41 +375,13 @@ def _observable_eta(
                 shown = (hb & low) | (c["esa_use"] == 1) | (hb & esa)
             hidden = ~shown
         if hidden.any():
-            means = {h: x[hist == h].mean() for h in np.unique(hist)}
-            x = np.where(hidden, np.vectorize(means.get, otypes=[float])(hist), x)
+            x = np.where(hidden, (np.bincount(hist, weights=x) / counts)[hist], x)
         eta += np.log(ors[name]) * x
     return eta
 
 
-def _solve_intercept(eta: np.ndarray, target: float) -> float:
-    lo, hi = -15.0, 10.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expit(eta + mid).mean() < target else (lo, mid)
-    return (lo + hi) / 2
-
-
-def _calibrate(
-    eta: np.ndarray, advanced: np.ndarray, incidence: float, marginal_or: float
-) -> tuple[float, float]:
-    """Solve (b0, β_stage) so that mean p = incidence and the stage III–IV vs I–II OR matches."""
-
-    def odds(p: float) -> float:
-        return p / (1 - p)
-
-    lo, hi = -2.0, 4.0
-    for _ in range(40):
-        beta = (lo + hi) / 2
-        b0 = _solve_intercept(eta + beta * advanced, incidence)
-        p = expit(eta + beta * advanced + b0)
-        ratio = odds(p[advanced].mean()) / odds(p[~advanced].mean())
-        lo, hi = (beta, hi) if ratio < marginal_or else (lo, beta)
-    beta = (lo + hi) / 2
-    return _solve_intercept(eta + beta * advanced, incidence), beta
-
-
 # ---------------------------------------------------------------------------------------
-# 4. Findings given the outcome, with exact likelihood ratios
+# 4. Findings given PE now, with exact likelihood ratios
 # ---------------------------------------------------------------------------------------
 
 
@@ -415,7 +457,7 @@ def _findings(
 
 
 # ---------------------------------------------------------------------------------------
-# 5. Missingness: depends on the setting (suspected or routine), not on the outcome
+# 7. Missingness: depends on the setting (suspected or routine), not on the outcome
 # ---------------------------------------------------------------------------------------
 
 
@@ -456,23 +498,52 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     advanced = np.isin(c["stage"], ("III", "IV"))
     factors = _risk_factors(c)
     ors = fx.odds_ratios()
-    eta = sum(np.log(ors[name]) * factors[name] for name in ors)
-    b0, beta = _calibrate(
-        eta, advanced, fx("incidence", "target"), fx("stage_iii_iv", "target_marginal_or")
-    )
-    logit_base = eta + beta * advanced + b0
-    p_base = expit(logit_base)
-    y = rng.random(n) < p_base
+    surgery = {name for name, _ in SURGERY_BANDS}
+    eta_now = sum(np.log(ors[name]) * factors[name] for name in ors)
+    eta_later = sum(np.log(ors[name]) * factors[name] for name in ors if name not in surgery)
+    timeline = hazard_pieces(c["days_since_surgery"], ors)
+    death = death_hazard(c["stage"], c["ecog"], fx)
     q = fx("pe_at_index", "fraction_of_events")
-    present = y & (rng.random(n) < q)
+    cal = calibrate(
+        eta_now,
+        eta_later,
+        advanced,
+        death,
+        timeline,
+        q,
+        fx("incidence", "target"),
+        fx("stage_iii_iv", "target_marginal_or"),
+    )
+    p_base = expit(eta_now + cal.beta * advanced + cal.b0)
+    rate = np.exp(eta_later + cal.beta * advanced + cal.h0)
+    present = rng.random(n) < q * p_base
     llr = _findings(rng, c, present, fx, advanced)
-    p_true = _with_findings(p_base, q, sum(llr.values()))
+    pe_now = _pe_now(p_base, q, sum(llr.values()))
     _mask(rng, c, fx)
-    p_seen = _with_findings(
-        expit(_observable_eta(c, factors, ors) + beta * advanced + b0),
+    pe_now_seen = _pe_now(
+        expit(_observable_eta(c, factors, ors) + cal.beta * advanced + cal.b0),
         q,
         sum(v * _recorded(c[name]) for name, v in llr.items()),
     )
+    new_pe = incidence_all(rate, death, timeline, HORIZONS_DAYS)
+
+    # latent times from their own stream: censoring settings never move a clinical value
+    times = np.random.default_rng([seed, 2])
+    e_pe, e_death, e_lost = (times.standard_exponential(n) for _ in range(3))
+    pe_day = np.where(present, 0.0, draw_pe_day(rate, e_pe, timeline))
+    death_day = np.maximum(np.ceil(e_death / death), 1)
+    site, day = sites_and_days(np.random.default_rng([seed, 1]), n)
+    index_date = FIRST_INDEX_DATE + day.astype("timedelta64[D]")
+    cutoff = data_cutoff(fx)
+    to_cutoff = (cutoff - index_date).astype(float)
+    loss = loss_rate(fx)
+    with np.errstate(divide="ignore"):
+        lost_day = np.maximum(np.ceil(e_lost / loss), 1) if loss > 0 else np.full(n, np.inf)
+    end = np.minimum(np.minimum(to_cutoff, lost_day), MAX_FOLLOWUP_DAYS)
+    followup = np.minimum(end, death_day)
+    with np.errstate(invalid="ignore"):
+        pe_days = np.where(pe_day <= followup, pe_day, np.nan)  # PE on the day of death counts
+    death_days = np.where(death_day <= end, death_day, np.nan)
 
     frame = pd.DataFrame(
         {
@@ -504,15 +575,16 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
     for f in FIELDS:
         if f.kind is Kind.BOOLEAN:
             frame[f.name] = frame[f.name].astype("boolean")  # true/false/null, as the contract says
-    frame["site"], frame["index_date"] = _sites_and_dates(np.random.default_rng([seed, 1]), n)
-    frame[OUTCOME] = y.astype(int)
+    frame["site"], frame["index_date"] = site, index_date.astype(str).astype(object)
+    frame[PE_DAYS], frame[DEATH_DAYS], frame[FOLLOWUP_DAYS] = pe_days, death_days, followup
     truth = pd.DataFrame(
         {
             "row": np.arange(n),
-            "true_probability": p_true,
-            "base_probability": p_base,
-            "observable_probability": p_seen,
             "pe_at_index": present,
+            "pe_now_probability": pe_now,
+            "pe_now_observable": pe_now_seen,
+            **{f"new_pe_{h}d": new_pe[:, i] for i, h in enumerate(HORIZONS_DAYS)},
+            "base_probability": q * p_base + (1 - q * p_base) * new_pe[:, -1],
         }
     )
     meta = {
@@ -521,29 +593,21 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
         "n": n,
         "seed": seed,
         "effects_digest": fx.digest,
-        "horizon_days": 180,
-        "intercept": round(b0, 6),
-        "stage_iii_iv_log_or": round(beta, 6),
+        "horizon_days": HORIZONS_DAYS[-1],
+        "horizons_days": list(HORIZONS_DAYS),
+        "max_followup_days": MAX_FOLLOWUP_DAYS,
+        "data_cutoff": str(cutoff),
+        "p_lost_by_180": fx("followup", "p_lost_by_180"),
+        "loss_hazard_per_day": round(float(loss), 8),
+        "intercept": round(cal.b0, 6),
+        "stage_iii_iv_log_or": round(cal.beta, 6),
+        "pe_log_hazard_per_day_intercept": round(cal.h0, 6),
+        "death_by_180d_by_stage": {s: fx("death", f"p_by_180d_stage_{s}") for s in STAGES},
+        "death_hazard_ratio_per_ecog_point": fx("ecog", "death_hazard_ratio_per_point"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "note": "SYNTHETIC DATA: generated by pe-risk from published effect sizes; not patients",
     }
     return Cohort(frame, truth, meta)
-
-
-SITES = ("site-A", "site-B", "site-C", "site-D")
-
-
-def _sites_and_dates(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """A site and an index date per row, for site and temporal hold-out validation.
-
-    Drawn from their own random stream, independent of every clinical value, so the
-    cohort has no site or period effect: a hold-out split tests the machinery, not
-    a real shift (a hospital's own table brings the real one).
-    """
-    site = rng.choice(np.array(SITES, dtype=object), size=n, p=(0.4, 0.3, 0.2, 0.1))
-    day = rng.integers(0, 4 * 365, size=n)
-    dates = (np.datetime64("2021-01-01") + day.astype("timedelta64[D]")).astype(str)
-    return site, dates.astype(object)
 
 
 def cohort_file(settings: Any, n: int, seed: int, say: Any = None) -> Path:

@@ -49,7 +49,8 @@ def validate(
         bool,
         typer.Option(
             "--require-outcome",
-            help="Treat a missing or non-0/1 pe_event as an error (training tables).",
+            help="Require an outcome: pe_event, or pe_days, death_days and followup_days "
+            "(training tables).",
         ),
     ] = False,
     limit: Annotated[
@@ -178,7 +179,8 @@ def cohort(
         bool,
         typer.Option(
             "--describe",
-            help="Print incidence, oracle AUROC and the checks against the published figures.",
+            help="Print the checks against the published figures: PE now, 180-day incidence, "
+            "death, censoring and the AUROC ceilings.",
         ),
     ] = False,
     describe_only: Annotated[
@@ -209,9 +211,12 @@ def cohort(
         raise typer.Exit(2)
     result = synth.generate(n, seed)
     paths = synth.write(result, out)
+    pe_now = (result.frame["pe_days"] == 0).mean()
+    new_pe = result.truth.loc[~result.truth["pe_at_index"], "new_pe_180d"].mean()
     typer.echo(
-        f"{n} synthetic rows (seed {seed}, incidence {result.frame['pe_event'].mean():.3f}) "
-        f"written to {paths[0]}; truth: {paths[1]}; metadata: {paths[2]}"
+        f"{n} synthetic rows (seed {seed}; PE now {pe_now:.3f}; without it, mean true risk of a "
+        f"new PE by 180 days {new_pe:.3f}) written to {paths[0]}; truth: {paths[1]}; "
+        f"metadata: {paths[2]}"
     )
     if describe:
         typer.echo(format_checks(describe(result.frame, result.truth)))

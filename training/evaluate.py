@@ -15,6 +15,15 @@ Metrics and their sources (clinical.md §5.2):
   (Vickers AJ, Elkin EB, Med Decis Making 2006).
 
 Every metric gets a 95 % percentile bootstrap interval over the test rows.
+
+Each takes optional row weights ``w``: the inverse probability of censoring weights of a
+horizon (``training.survival.ipcw``), which make the metrics of a binary outcome those of
+the cumulative incidence at that horizon with censored follow-up (rows censored before
+the horizon carry weight 0). The weighted AUROC is then the cumulative/dynamic
+time-dependent AUROC with competing risks (Blanche P et al., Stat Med 2013;32:5381) and
+the weighted Brier score the IPCW Brier score over all rows (Graf E et al., Stat Med
+1999;18:2529). The smoothed calibration (ICI, E50, E90, Emax) smooths ``w·y``, whose
+expectation given the predictors is the cumulative incidence at the horizon.
 """
 
 from __future__ import annotations
@@ -61,15 +70,30 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return logit(np.clip(p, EPS, 1 - EPS))
 
 
-def calibration_intercept(y: np.ndarray, p: np.ndarray) -> float:
+Weights = np.ndarray | None
+
+
+def _known(y: np.ndarray, p: np.ndarray, w: Weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows that carry weight, with their weights (all 1 without ``w``)."""
+    if w is None:
+        return y, p, np.ones(len(y))
+    m = w > 0
+    return y[m], p[m], w[m]
+
+
+def calibration_intercept(y: np.ndarray, p: np.ndarray, w: Weights = None) -> float:
     """Calibration-in-the-large: ``a`` in ``logit P(y) = a + offset(logit p̂)``; ideal 0."""
-    fit = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=_logit(p)).fit()
+    y, p, w = _known(y, p, w)
+    fit = sm.GLM(
+        y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=_logit(p), var_weights=w
+    ).fit()
     return float(fit.params[0])
 
 
-def calibration_slope(y: np.ndarray, p: np.ndarray) -> float:
+def calibration_slope(y: np.ndarray, p: np.ndarray, w: Weights = None) -> float:
     """``b`` in ``logit P(y) = a + b·logit p̂``; ideal 1, below 1 = predictions too extreme."""
-    fit = sm.GLM(y, sm.add_constant(_logit(p)), family=sm.families.Binomial()).fit()
+    y, p, w = _known(y, p, w)
+    fit = sm.GLM(y, sm.add_constant(_logit(p)), family=sm.families.Binomial(), var_weights=w).fit()
     return float(fit.params[1])
 
 
@@ -80,9 +104,11 @@ def smoothed_calibration(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     return lowess(y.astype(float), p, frac=0.75, it=0, delta=delta, return_sorted=False)
 
 
-def calibration_errors(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ICI (mean), E50, E90 and Emax of ``|p̂ − loess(y ~ p̂)|``."""
-    gap = np.abs(p - smoothed_calibration(y, p))
+def calibration_errors(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[str, float]:
+    """ICI (mean), E50, E90 and Emax of ``|p̂ − loess(y ~ p̂)|``. With IPCW weights the loess
+    smooths ``w·y`` over every row (weight-0 rows included): E[w·y | x] is the cumulative
+    incidence at the horizon, so the smooth is the observed risk, as in the Brier score."""
+    gap = np.abs(p - smoothed_calibration(y if w is None else w * y, p))
     return {
         "ici": float(gap.mean()),
         "e50": float(np.quantile(gap, 0.5)),
@@ -91,66 +117,74 @@ def calibration_errors(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
-def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Σ (|B|/N)·|observed rate − mean p̂| over equal-width bins of p̂."""
+def ece(y: np.ndarray, p: np.ndarray, bins: int = 10, w: Weights = None) -> float:
+    """Σ (|B|/N)·|observed rate − mean p̂| over equal-width bins of p̂ (weighted: IPCW rates)."""
+    w = np.ones(len(y)) if w is None else w
     idx = np.minimum((p * bins).astype(int), bins - 1)
-    obs = np.bincount(idx, weights=y, minlength=bins)
-    pred = np.bincount(idx, weights=p, minlength=bins)
+    obs = np.bincount(idx, weights=w * y, minlength=bins)
+    pred = np.bincount(idx, weights=w * p, minlength=bins)
     return float(np.abs(obs - pred).sum() / len(y))
 
 
-def core_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def core_metrics(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[str, float]:
     """Discrimination and weak calibration (no smoothing): AUROC, AUPRC, Brier, intercept, slope."""
     y = y.astype(float)
+    yk, pk, wk = _known(y, p, w)
+    brier = float(brier_score_loss(y, p)) if w is None else float(np.sum(w * (y - p) ** 2) / len(y))
     return {
-        "auroc": float(roc_auc_score(y, p)),
-        "auprc": float(average_precision_score(y, p)),
-        "brier": float(brier_score_loss(y, p)),
-        "calibration_intercept": calibration_intercept(y, p),
-        "calibration_slope": calibration_slope(y, p),
+        "auroc": float(roc_auc_score(yk, pk, sample_weight=wk)),
+        "auprc": float(average_precision_score(yk, pk, sample_weight=wk)),
+        "brier": brier,
+        "calibration_intercept": calibration_intercept(y, p, w),
+        "calibration_slope": calibration_slope(y, p, w),
     }
 
 
-def probability_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def probability_metrics(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[str, float]:
     """Every metric of the module docstring for probabilities ``p`` and outcomes ``y`` (0/1)."""
-    core = core_metrics(y, p)
-    prev = y.mean()
+    core = core_metrics(y, p, w)
+    prev = y.mean() if w is None else float(np.sum(w * y) / len(y))
     return {
         **core,
         "scaled_brier": float(1 - core["brier"] / (prev * (1 - prev))),
-        **calibration_errors(y, p),
-        "ece": ece(y, p),
+        **calibration_errors(y, p, w),
+        "ece": ece(y, p, w=w),
     }
 
 
-def rank_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+def rank_metrics(y: np.ndarray, score: np.ndarray, w: Weights = None) -> dict[str, float]:
     """AUROC and AUPRC of any score where higher means more risk (e.g. Khorana points)."""
+    yk, sk, wk = _known(y, score, w)
     return {
-        "auroc": float(roc_auc_score(y, score)),
-        "auprc": float(average_precision_score(y, score)),
+        "auroc": float(roc_auc_score(yk, sk, sample_weight=wk)),
+        "auprc": float(average_precision_score(yk, sk, sample_weight=wk)),
     }
 
 
 def bootstrap(
     y: np.ndarray,
     p: np.ndarray,
-    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    metrics: Callable[..., dict[str, float]],
     *,
+    w: Weights = None,
     n_boot: int = 200,
     seed: int = 7,
 ) -> dict[str, Estimate]:
     """Point estimates with 95 % percentile bootstrap intervals (resampling rows, seeded).
 
-    Resamples with a single class are redrawn, so every interval is over valid samples.
+    Resamples with a single class among the weighted rows are redrawn, so every interval is
+    over valid samples. With weights, Ĝ is not re-estimated in each resample, so the
+    intervals leave out its own uncertainty.
     """
-    point = metrics(y, p)
+    point = metrics(y, p) if w is None else metrics(y, p, w)
     rng = np.random.default_rng(seed)
     draws: list[dict[str, float]] = []
     n = len(y)
     while len(draws) < n_boot:
         idx = rng.integers(0, n, n)
-        if 0 < y[idx].sum() < n:
-            draws.append(metrics(y[idx], p[idx]))
+        known = y[idx] if w is None else y[idx][w[idx] > 0]
+        if 0 < known.sum() < len(known):
+            draws.append(metrics(y[idx], p[idx]) if w is None else metrics(y[idx], p[idx], w[idx]))
     out = {}
     for k, v in point.items():
         lo, hi = np.quantile([d[k] for d in draws], [0.025, 0.975])
@@ -158,11 +192,13 @@ def bootstrap(
     return out
 
 
-def net_benefit(y: np.ndarray, treat: np.ndarray, pt: float) -> float:
-    """Net benefit of treating the rows where ``treat`` is true, at threshold probability ``pt``."""
+def net_benefit(y: np.ndarray, treat: np.ndarray, pt: float, w: Weights = None) -> float:
+    """Net benefit of treating the rows where ``treat`` is true, at threshold probability ``pt``
+    (with weights: IPCW-weighted true and false positives over all n rows)."""
     n = len(y)
-    tp = float(np.sum(treat & (y == 1)))
-    fp = float(np.sum(treat & (y == 0)))
+    w = np.ones(n) if w is None else w
+    tp = float(np.sum(w * (treat & (y == 1))))
+    fp = float(np.sum(w * (treat & (y == 0))))
     return tp / n - fp / n * pt / (1 - pt)
 
 
@@ -171,10 +207,11 @@ def decision_curve(
     models: Mapping[str, np.ndarray],
     rules: Mapping[str, np.ndarray] | None = None,
     thresholds: np.ndarray = THRESHOLDS,
+    w: Weights = None,
 ) -> pd.DataFrame:
     """Net benefit per threshold for each probability model (treat when p̂ ≥ pt), each fixed
     rule (treat where the rule is true, e.g. Khorana ≥2), treat-all and treat-none."""
-    prev = float(np.mean(y))
+    prev = float(np.mean(y)) if w is None else float(np.sum(w * y) / len(y))
     rows = []
     for pt in thresholds:
         row = {
@@ -183,9 +220,9 @@ def decision_curve(
             "treat_none": 0.0,
         }
         for name, p in models.items():
-            row[name] = net_benefit(y, p >= pt, pt)
+            row[name] = net_benefit(y, p >= pt, pt, w)
         for name, treat in (rules or {}).items():
-            row[name] = net_benefit(y, treat.astype(bool), pt)
+            row[name] = net_benefit(y, treat.astype(bool), pt, w)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -217,29 +254,36 @@ SUBGROUPS: dict[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = {
 
 
 def subgroup_table(
-    columns: Mapping[str, np.ndarray], y: np.ndarray, p: np.ndarray, min_events: int = 10
+    columns: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    p: np.ndarray,
+    min_events: int = 10,
+    w: Weights = None,
 ) -> pd.DataFrame:
     """Per subgroup (TRIPOD+AI 23a): rows, events, observed and mean predicted risk, the
-    observed/expected ratio, and AUROC and calibration slope where there are enough events."""
+    observed/expected ratio, and AUROC and calibration slope where there are enough events
+    (with weights: IPCW-weighted observed risk, events among the rows with known status)."""
+    w = np.ones(len(y)) if w is None else w
     rows = []
     for by, group_of in SUBGROUPS.items():
         groups = group_of(columns)
         for g in sorted(set(groups)):
             m = groups == g
-            yy, pp = y[m], p[m]
-            events = int(yy.sum())
-            enough = min_events <= events <= len(yy) - min_events
+            yy, pp, ww = y[m], p[m], w[m]
+            events = int(yy[ww > 0].sum())
+            enough = min_events <= events <= int((ww > 0).sum()) - min_events
+            observed = float(np.sum(ww * yy) / len(yy))
             rows.append(
                 {
                     "subgroup": by,
                     "level": g,
                     "rows": int(m.sum()),
                     "events": events,
-                    "observed": float(yy.mean()),
+                    "observed": observed,
                     "predicted": float(pp.mean()),
-                    "o_e_ratio": float(yy.mean() / pp.mean()),
-                    "auroc": float(roc_auc_score(yy, pp)) if enough else np.nan,
-                    "calibration_slope": calibration_slope(yy, pp) if enough else np.nan,
+                    "o_e_ratio": float(observed / pp.mean()),
+                    "auroc": rank_metrics(yy, pp, ww)["auroc"] if enough else np.nan,
+                    "calibration_slope": calibration_slope(yy, pp, ww) if enough else np.nan,
                 }
             )
     return pd.DataFrame(rows)

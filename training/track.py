@@ -30,16 +30,18 @@ import pandas as pd
 from mlflow import MlflowClient
 
 import models
-from features.contract import FIELDS, OUTCOME, TABLE_META
+from features.contract import FIELDS, OUTCOME, TABLE_META, TIME_OUTCOMES
 from features.spec import MODEL_FEATURE_NAMES, spec_table
 from features.table import UNIT_SUFFIX, TableReport, read_table, validate_table
 from features.units import LAB_UNITS
+from models.artifact import NEW_PE, PE_NOW, PERiskModel
 from models.settings import Settings
 from training import plots
 from training.card import model_card
 from training.compare import Evaluation, evaluate_fit, flat_metrics
+from training.evaluate import rank_metrics
 from training.registry import Gate, GateResult, champion_version, register
-from training.train import Fitted, Progress, TrainConfig, check_table, fit
+from training.train import Fitted, Progress, TrainConfig, check_table, fit, split_counts
 
 EXPERIMENT = "pe-risk"
 PYFUNC_CODE = Path(models.__file__).with_name("pyfunc.py")
@@ -118,15 +120,18 @@ def input_schema() -> Any:
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     names = [f.name for f in FIELDS] + [f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS]
-    names += [OUTCOME, *TABLE_META]  # accepted and ignored, so a training table can be scored as is
+    # accepted and ignored, so that a training table can be scored as is
+    names += [OUTCOME, *TIME_OUTCOMES, *TABLE_META]
     return Schema([ColSpec(AnyType(), name, required=False) for name in names])
 
 
-def _signature() -> Any:
+def _signature(model: PERiskModel) -> Any:
+    """Records in; ``pe_now`` and ``new_pe_<h>d`` out (``models.pyfunc``)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    return ModelSignature(inputs=input_schema(), outputs=Schema([ColSpec("double")]))
+    outputs = Schema([ColSpec("double", name) for name in model.columns()])
+    return ModelSignature(inputs=input_schema(), outputs=outputs)
 
 
 def _training_ranges(fitted: Fitted) -> dict[str, list[float]]:
@@ -143,17 +148,20 @@ def _training_ranges(fitted: Fitted) -> dict[str, list[float]]:
 def _champion_on_test(
     client: MlflowClient, name: str, data: TrainingData, fitted: Fitted, say: Progress
 ) -> dict[str, Any] | None:
-    """The current champion's AUROC on this run's test rows, when it can be loaded."""
-    from sklearn.metrics import roc_auc_score
-
+    """The current champion's AUROC for a new PE at the longest horizon, on this run's test
+    rows and weights, when it can be loaded."""
     champ = champion_version(client, name)
     if champ is None:
         return None
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-        test = data.report.frame(with_outcome=False).iloc[fitted.splits.test]
-        p = np.asarray(model.predict(test))  # the pyfunc ignores site and index_date
-        auroc = float(roc_auc_score(fitted.y[fitted.splits.test], p))
+        task = fitted.heads[NEW_PE].task
+        rows = task.rows(fitted.splits.test)
+        horizon = task.horizons[-1]
+        test = data.report.frame(with_outcome=False).iloc[rows]
+        p = model.predict(test)[f"{NEW_PE}_{horizon}d"].to_numpy()  # ignores site, index_date
+        y, w = fitted.outcomes.at(horizon, rows)
+        auroc = rank_metrics(y, p, w)["auroc"]
     except Exception as exc:  # an old or foreign champion: say so, do not fail the run
         say(f"  champion v{champ.version} could not be scored on the test rows: {exc}")
         return {"version": champ.version, "error": str(exc)}
@@ -212,18 +220,15 @@ def train_and_track(
         fitted = fit(
             data.report,
             config,
-            horizon_days=settings.horizon_days,
             info=info,
             on_trial=log_trial,
             progress=say,
         )
         timings["fit"] = time.perf_counter() - t0
-        mlflow.log_params({f"xgb_{k}": v for k, v in fitted.params.items()})
-        mlflow.log_param("n_trees", fitted.best_iteration)
-        mlflow.log_dict(
-            fitted.splits.sizes(fitted.y) | {"strategy": fitted.splits.strategy},
-            "evaluation/splits.json",
-        )
+        for key, head in fitted.heads.items():
+            mlflow.log_params({f"{key}_xgb_{k}": v for k, v in head.params.items()})
+            mlflow.log_param(f"{key}_n_trees", head.best_iteration)
+        mlflow.log_dict(_split_sizes(fitted), "evaluation/splits.json")
 
         say(f"evaluating on the test split ({n_boot} bootstrap samples)")
         evaluation = evaluate_fit(
@@ -244,9 +249,13 @@ def train_and_track(
             },
             gate={"passed": result.passed, "checks": result.checks},
             training_ranges=_training_ranges(fitted),
-            # the cohort's base rate, which the report draws beside the patient's risk
-            event_rate=float(fitted.y.mean()),
-            rows=len(fitted.y),
+            # the table's average risks, which the report draws beside the patient's
+            event_rate=_average_risk(fitted),
+            rows=len(fitted.x),
+            pe_now=_pe_now_info(evaluation),
+            horizons={
+                str(h): {k: asdict(e) for k, e in m.items()} for h, m in evaluation.horizons.items()
+            },
         )
         card = model_card(model, fitted, evaluation, result, data=_data_info(data, fitted))
         say("logging plots, model card and model")
@@ -254,7 +263,7 @@ def train_and_track(
             _log_artifacts(Path(tmp), fitted, evaluation, result, card, data)
             model_dir = model.save(Path(tmp) / "model")
             with _without_mlflow_hints():
-                model_info = _log_model(model_dir, data)
+                model_info = _log_model(model_dir, data, model)
         mlflow.set_tag("gate_passed", str(result.passed).lower())
         outcome = Outcome(
             run.info.run_id, model_info.model_uri, result, evaluation, fitted, timings=timings
@@ -277,14 +286,57 @@ def train_and_track(
     return outcome
 
 
-def _log_model(model_dir: Path, data: TrainingData) -> Any:
+def _split_sizes(fitted: Fitted) -> dict[str, Any]:
+    return split_counts(fitted.splits, fitted.outcomes) | {"strategy": fitted.splits.strategy}
+
+
+def _average_risk(fitted: Fitted) -> dict[str, float]:
+    """The table's average of each estimate's outcome: the share with PE now among suspected
+    rows; the new PE by each horizon (IPCW-weighted: the Aalen–Johansen cumulative incidence)."""
+    o = fitted.outcomes
+    out = {}
+    if PE_NOW in fitted.heads:
+        rows = fitted.heads[PE_NOW].task.rows(np.arange(len(fitted.x)))
+        out[PE_NOW] = float(o.pe_now[rows].mean())
+    rows = np.flatnonzero(o.new_rows)
+    for h in o.horizons:
+        y, w = o.at(h, rows)
+        out[f"{NEW_PE}_{h}d"] = float(np.sum(w * y) / len(y))
+    return out
+
+
+def _pe_now_info(evaluation: Evaluation) -> dict[str, Any] | None:
+    now = evaluation.pe_now
+    if not now:
+        return None
+    return {
+        "rows": now["rows"],
+        "events": now["events"],
+        "metrics": {k: asdict(e) for k, e in now["metrics"].items()},
+        "baselines": {
+            k: {"title": v["title"], "auroc": v["metrics"]["auroc"].value}
+            for k, v in now["baselines"].items()
+        },
+        "rule_outs": {
+            name: {
+                "ruled_out": r["ruled_out"],
+                "failures": r["failures"],
+                "failure_rate": asdict(r["failure_rate"]),
+                "efficiency": asdict(r["efficiency"]),
+            }
+            for name, r in now["rule_outs"].items()
+        },
+    }
+
+
+def _log_model(model_dir: Path, data: TrainingData, model: Any) -> Any:
     """Log the pyfunc (models from code: no pickle) with the artefact folder as its artefact."""
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_CODE),
         artifacts={"model": str(model_dir)},
         code_paths=[str(Path(p).parent) for p in (models.__file__, _features_init())],
-        signature=_signature(),
+        signature=_signature(model),
         input_example=_example(data),
         pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
     )
@@ -307,7 +359,7 @@ def _dataset(data: TrainingData) -> Any:
         return mlflow.data.from_pandas(
             data.frame,
             source=data.source,
-            targets=OUTCOME,
+            targets=OUTCOME if OUTCOME in data.frame.columns else None,
             name=Path(data.source).name,
             digest=data.digest,
         )
@@ -328,12 +380,14 @@ def _params(config: TrainConfig, gate: Gate, n_boot: int) -> dict[str, Any]:
 
 
 def _data_info(data: TrainingData, fitted: Fitted) -> dict[str, Any]:
+    label = fitted.outcomes.label()
     return {
         "trained_on": data.trained_on,
         "source": data.source,
         "digest": data.digest,
-        "rows": len(fitted.y),
-        "events": int(fitted.y.sum()),
+        "rows": len(label),
+        "events": int((label == 1).sum()),
+        "pe_now": int((label == 2).sum()),
         "synthetic": data.synthetic,
     }
 
@@ -372,18 +426,23 @@ def _log_artifacts(
     note = plots.SYNTHETIC_NOTE if data.synthetic else None
     figs = tmp / "plots"
     figs.mkdir()
-    y, p = evaluation.y, evaluation.p
+    known = evaluation.w > 0  # the ROC curves: the rows whose status at the horizon is known
+    y = evaluation.y[known]
     aurocs = {
         "pe-risk": evaluation.metrics["auroc"].text(),
         "logistic": evaluation.baselines["logistic"]["metrics"]["auroc"].text(),
         "Khorana": evaluation.baselines["khorana"]["metrics"]["auroc"].text(),
     }
-    plots.roc_plot(y, evaluation.ranked, aurocs, figs / "roc.png", note)
-    plots.calibration_plot(y, p, figs / "calibration.png", note)
+    ranked = {k: v[known] for k, v in evaluation.ranked.items()}
+    plots.roc_plot(y, ranked, aurocs, figs / "roc.png", note)
+    # calibration: every row, the outcome IPCW-weighted (its expectation is the risk)
+    plots.calibration_plot(
+        evaluation.w * evaluation.y, evaluation.p, figs / "calibration.png", note
+    )
     plots.decision_curve_plot(evaluation.decision_curve, figs / "decision_curve.png", note)
-    x = fitted.x[fitted.splits.test]
+    x = fitted.x[fitted.heads[NEW_PE].task.rows(fitted.splits.test)]
     rows = np.random.default_rng(0).choice(len(x), size=min(2000, len(x)), replace=False)
-    _, expl = fitted.model.explain(x[rows])
+    _, expl = fitted.model.new_pe.explain(x[rows])
     plots.shap_summary_plot(
         expl.contributions,
         x[rows],
@@ -397,6 +456,8 @@ def _log_artifacts(
     ev_dir.mkdir()
     evaluation.subgroups.to_csv(ev_dir / "subgroups.csv", index=False)
     evaluation.decision_curve.to_csv(ev_dir / "decision_curve.csv", index=False)
+    if not evaluation.cif_calibration.empty:
+        evaluation.cif_calibration.to_csv(ev_dir / "cumulative_incidence_by_group.csv", index=False)
     (ev_dir / "metrics.json").write_text(
         json.dumps(
             {
@@ -409,6 +470,11 @@ def _log_artifacts(
                     for k, v in evaluation.baselines.items()
                 },
                 "isotonic_not_served": evaluation.isotonic,
+                "new_pe_by_horizon": {
+                    str(h): {k: asdict(e) for k, e in m.items()}
+                    for h, m in evaluation.horizons.items()
+                },
+                "pe_now": _pe_now_info(evaluation),
                 "reference": evaluation.reference,
                 "champion": evaluation.champion,
             },

@@ -79,13 +79,14 @@ def with_masked_copies(
     copies: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The feature matrix of ``rows`` followed by ``copies`` masked copies of them (each row's
-    removal rate drawn from U(0, 1)), and the outcome repeated to match."""
+    removal rate drawn from U(0, 1)), and ``y`` (outcomes, or rows × [outcome, weight, ...])
+    repeated to match."""
     part = take(dict(columns), rows)
     blocks = [feature_matrix(part, names)]
     for _ in range(copies):
         masked = remove_at_random(part, rng.random(len(rows)), rng)
         blocks.append(feature_matrix(masked, names))
-    return np.vstack(blocks), np.tile(y[rows], copies + 1)
+    return np.vstack(blocks), np.concatenate([y[rows]] * (copies + 1))
 
 
 def can_be_unknown(feature: str) -> bool:

@@ -1,8 +1,15 @@
 """Validated records → the response the design promises (design.md, "Prediction response").
 
 One function builds every answer, so ``/predict``, ``/predict_batch`` and the report say
-the same thing: the batch is vectorised (one booster call and one contributions call),
-then each row is dressed with its explanation, scores, flags and warnings.
+the same thing: the batch is vectorised (per head, one booster call and one contributions
+call), then each row is dressed with its explanations, scores, flags and warnings.
+
+Two estimates answer two questions (``models.artifact``): ``estimates.pe_now`` (is there a
+PE now? only when PE is suspected) and ``estimates.new_pe`` (a new PE by 30, 90 and 180
+days, death competing; if PE is suspected, given that the work-up excludes it). The
+top-level ``probability``, ``risk_category``, ``horizon_days`` and ``explanation`` carry
+the estimate that answers the question of the assessment, named by ``question``: PE now
+when PE is suspected (horizon 0: at the work-up), else a new PE by 180 days.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from features.build import derive, record_columns
 from features.contract import FIELDS, Kind
@@ -18,7 +26,7 @@ from features.recommend import recommendations
 from features.records import PatientRecord
 from features.scores import score_table
 from features.spec import BY_NAME, FEATURES
-from models.artifact import PERiskModel
+from models.artifact import NEW_PE, PE_NOW, Explanation, Head, PERiskModel
 
 #: inputs whose absence the review says weakens the estimate (a warning, never a refusal):
 #: the Khorana laboratory items and BMI (Khorana 2008), D-dimer (Pabinger 2018), and the
@@ -38,6 +46,26 @@ KEY_INPUTS = (
 _MEASURED = frozenset(f.name for f in FIELDS if f.kind in (Kind.LAB, Kind.NUMBER))
 _DERIVED = tuple(f for f in FEATURES if not f.in_model)
 _DIRECTION = ("none", "raises", "lowers")  # indexed by np.sign: 0, 1, -1
+#: what each estimate answers, in the words the answer, the FHIR RiskAssessment, the CDS
+#: card and the report use
+QUESTIONS = {
+    PE_NOW: "Is there a PE now? Probability that the work-up at this assessment finds a PE.",
+    NEW_PE: "How likely is a new PE? Cumulative incidence of a new PE by each horizon, death "
+    "competing (if PE is suspected: given that the work-up excludes it).",
+}
+#: the outcome of each estimate in a few words (FHIR prediction text, CDS summary)
+OUTCOMES = {PE_NOW: "PE present now", NEW_PE: "new PE (death competing)"}
+#: a model trained on pe_event alone answers one mixed question, and says so
+UNTIMED = (
+    "How likely is a PE within 180 days? Trained on pe_event (complete follow-up assumed): "
+    "a PE present now is included and death is not a competing risk.",
+    "PE, present now or new (complete follow-up assumed)",
+)
+
+
+def timed(model: PERiskModel) -> bool:
+    """Whether the model was trained on the time-to-event outcomes (else pe_event alone)."""
+    return bool(model.info.get("outcomes", {}).get("timed", True))
 
 
 def model_block(model: PERiskModel, version: str) -> dict[str, Any]:
@@ -49,7 +77,8 @@ def model_block(model: PERiskModel, version: str) -> dict[str, Any]:
         "trained_on": info.get("trained_on", "unknown"),
         "synthetic_data": synthetic,
         "trained_at": info.get("trained_at"),
-        "calibration": model.calibration.method,
+        "calibration": model.new_pe.calibration.method,
+        "questions": sorted(model.heads),
         "data_digest": info.get("data_digest"),
         "notice": (
             "Trained on SYNTHETIC data generated from published effect sizes; not validated "
@@ -135,6 +164,77 @@ def _warnings(
     return out
 
 
+class _Dressed:
+    """One head's batch, ready to be dressed row by row: probabilities per horizon, and the
+    explanation's lists (lists, not arrays, in the per-row loop: float(a[i, j]) is slow)."""
+
+    def __init__(self, head: Head, x: np.ndarray, explain: bool, mixed: bool = False) -> None:
+        self.head = head
+        self.question, self.outcome = (
+            UNTIMED if mixed else (QUESTIONS[head.key], OUTCOMES[head.key])
+        )
+        self.expl: Explanation | None = None
+        if not explain:
+            self.p = head.probabilities(x).tolist()
+        else:
+            _, expl = head.explain(x)
+            self.expl = expl
+            self.order = np.argsort(-np.abs(expl.contributions), axis=1, kind="stable").tolist()
+            self.phi, self.base = expl.contributions.tolist(), expl.base_value.tolist()
+            self.sign = np.sign(expl.contributions).astype(np.int8).tolist()
+            # the bias of each horizon differs from the longest one's by its intercept, and
+            # each probability is computed from the contributions it is explained by
+            b = np.asarray(head.calibration.intercepts)
+            self.shift = (b - b[-1]).tolist()
+            z = expl.base_value + expl.contributions.sum(axis=1)
+            self.p = expit(z[:, None] + (b - b[-1])[None, :]).tolist()
+        self.bands = {"low_below": head.bands.low_below, "high_from": head.bands.high_from}
+
+    def estimate(self, i: int, shown: Sequence[str | None], names, labels) -> dict[str, Any]:
+        head, p = self.head, self.p[i]
+        out: dict[str, Any] = {
+            "question": self.question,
+            "outcome": self.outcome,
+            "probability": p[-1],
+            "risk_category": head.category(p[-1]),
+            "risk_bands": self.bands,
+            "horizon_days": head.horizon_days,
+        }
+        if head.key == NEW_PE:
+            out["by_horizon"] = [
+                {"horizon_days": h, "probability": ph}
+                | ({"base_value": self.base[i] + self.shift[j]} if self.expl else {})
+                for j, (h, ph) in enumerate(zip(head.horizons, p, strict=True))
+            ]
+        if self.expl is not None:
+            out["explanation"] = {
+                "scale": self.expl.scale,
+                "base_value": self.base[i],
+                "contributions": _contributions(
+                    shown, names, labels, self.phi[i], self.sign[i], self.order[i]
+                ),
+            }
+        return out
+
+
+def _not_asked(model: PERiskModel, suspected: bool | None) -> dict[str, Any]:
+    """``estimates.pe_now`` where it is not estimated, saying why."""
+    if model.pe_now is None:
+        why = "this model was trained without PE-now outcomes (pe_days), so it cannot say"
+    elif suspected is None:
+        why = "suspected_pe is not recorded: the PE-now estimate is given only when PE is suspected"
+    else:
+        why = "PE is not suspected at this assessment (suspected_pe is false)"
+    return {
+        "question": QUESTIONS[PE_NOW],
+        "outcome": OUTCOMES[PE_NOW],
+        "probability": None,
+        "risk_category": None,
+        "horizon_days": 0,
+        "not_estimated": why,
+    }
+
+
 def predict_records(
     model: PERiskModel,
     version: str,
@@ -147,7 +247,10 @@ def predict_records(
     columns = record_columns(records)
     names = model.feature_names
     x = model.features(columns)
-    p, expl = model.explain(x) if explain else (model.probability(x), None)
+    new = _Dressed(model.new_pe, x, explain, mixed=not timed(model))
+    asked = np.flatnonzero(columns["suspected_pe"] == 1) if model.pe_now is not None else []
+    now = _Dressed(model.pe_now, x[asked], explain) if len(asked) else None
+    at_now = {int(r): k for k, r in enumerate(asked)}
     derived = derive(columns, _DERIVED) if scores else {}
     table = score_table(columns) if scores else []
     ranges = model.info.get("training_ranges", {})
@@ -155,37 +258,40 @@ def predict_records(
     for i, j in zip(*np.nonzero(_outside_training_range(x, names, ranges)), strict=True):
         outside_at[i].append(int(j))
     block = model_block(model, version)
-    bands = {"low_below": model.bands.low_below, "high_from": model.bands.high_from}
-    if expl is not None:  # lists, not arrays, in the per-row loop: float(a[i, j]) is slow
-        order = np.argsort(-np.abs(expl.contributions), axis=1, kind="stable").tolist()
-        phi, base = expl.contributions.tolist(), expl.base_value.tolist()
-        sign = np.sign(expl.contributions).astype(np.int8).tolist()
+    if explain:
         specs = [BY_NAME[n] for n in names]
         fields, units, labels = ([getattr(s, a) for s in specs] for a in ("field", "unit", "label"))
         shown_rows = _shown(records, fields, units, x)
     out = []
-    for i, (record, prob) in enumerate(zip(records, p.tolist(), strict=True)):
-        category = model.category(prob)
+    for i, record in enumerate(records):
+        shown = shown_rows[i] if explain else ()
+        lab = labels if explain else ()
+        estimates = {NEW_PE: new.estimate(i, shown, names, lab)}
+        k = at_now.get(i)
+        estimates[PE_NOW] = (
+            now.estimate(k, shown, names, lab)
+            if now is not None and k is not None
+            else _not_asked(model, record.suspected_pe)
+        )
+        question = PE_NOW if k is not None else NEW_PE
+        headline = estimates[question]
         answer: dict[str, Any] = {
             "patient_id": record.patient_id,
-            "probability": prob,
-            "risk_category": category,
-            "risk_bands": bands,
-            "horizon_days": model.horizon_days,
+            "question": question,
+            "probability": headline["probability"],
+            "risk_category": headline["risk_category"],
+            "risk_bands": headline["risk_bands"],
+            "horizon_days": headline["horizon_days"],
         }
-        if expl is not None:
-            shown = shown_rows[i]
-            answer["explanation"] = {
-                "scale": expl.scale,
-                "base_value": base[i],
-                "contributions": _contributions(shown, names, labels, phi[i], sign[i], order[i]),
-            }
+        if explain:
+            answer["explanation"] = headline["explanation"]
+        answer["estimates"] = {PE_NOW: estimates[PE_NOW], NEW_PE: estimates[NEW_PE]}
         if scores:
             answer["clinical_scores"] = table[i]
             answer["recommendations"] = recommendations(
-                {k: float(v[i]) for k, v in derived.items()},
+                {name: float(v[i]) for name, v in derived.items()},
                 table[i],
-                risk_category=category,
+                risk_category=estimates[NEW_PE]["risk_category"],
                 suspected_pe=record.suspected_pe,
                 anticoagulated=record.anticoagulated,
                 brain_metastases=record.brain_metastases,

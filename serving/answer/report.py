@@ -1,5 +1,10 @@
 """The clinician's one-page report: the ``/predict`` answer, drawn for a person.
 
+The two questions stay apart (design.md): when PE is suspected, first the probability of
+PE now with the diagnostic rules and what to do next, then the risk of a new PE over time
+if PE is excluded; at a routine visit, the risk of a new PE by 30, 90 and 180 days (a
+curve) with the bleeding scores beside it.
+
 ``report_html(model, version, record)`` builds the answer with ``serving.answer.predict`` (so
 the page says exactly what ``/predict`` says), adds what the answer cannot hold (the
 missing inputs that would most move the estimate) and renders ``templates/report.html``:
@@ -28,7 +33,7 @@ from features.contract import BY_NAME as FIELD
 from features.contract import FIELDS, Kind
 from features.recommend import REVIEW
 from features.records import RecordError, parse_record
-from features.scores import VIENNA_CATS
+from features.scores import REVISED_GENEVA, VIENNA_CATS
 from features.spec import FEATURES
 from models.artifact import PERiskModel
 from serving.answer.predict import KEY_INPUTS, predict_records
@@ -46,8 +51,8 @@ PROGNOSTIC = ("khorana", "vienna_cats")
 DIAGNOSTIC = ("wells", "revised_geneva", "years")
 BLEEDING = ("vte_bleed", "riete_bleeding")
 LIMITATIONS = (
-    "It estimates the risk of PE within the horizon; it does not diagnose or exclude PE.",
-    "The competing risk of death is not modelled.",
+    "It estimates probabilities; it does not diagnose or exclude PE.",
+    "The new-PE risk counts death as a competing risk and weights follow-up that ended early.",
     "Inputs outside the training range, or missing key inputs, make the estimate less "
     "certain (see the warnings).",
 )
@@ -88,7 +93,9 @@ def _candidates(name: str, ranges: dict[str, list[float]]) -> list[Any]:
 def missing_input_effects(
     model: PERiskModel, record: Any, *, top: int = 4, min_spread: float = 0.005
 ) -> list[WhatIf]:
-    """The missing model inputs whose usual values would move the estimate the most.
+    """The missing model inputs whose usual values would move the estimate the most: the
+    probability of PE now when PE is suspected, else the risk of a new PE (the estimate the
+    report leads with).
 
     For each input the model uses and the record lacks, the record is scored again with
     the input set to its usual low, middle and high values (booleans both ways, every
@@ -116,7 +123,8 @@ def missing_input_effects(
             continue
     if not parsed:
         return []
-    p = model.probability(model.features(record_columns(parsed))).tolist()
+    head = model.pe_now if model.pe_now is not None and record.suspected_pe else model.new_pe
+    p = head.probability(model.features(record_columns(parsed))).tolist()
     by_field: dict[str, list[tuple[float, str]]] = {}
     for (name, _), trial_record, prob in zip(kept, parsed, p, strict=True):
         shown = (trial_record.given(name) or "").replace("_", " ")  # as the record shows it
@@ -150,27 +158,59 @@ def horizon(days: int | None) -> str:
     return f"at {days} days" if days < 60 else f"at {months} months"
 
 
-def anchors(model: PERiskModel) -> list[tuple[str, float]]:
-    """Published risks to read the estimate against, each declared where its source is: the
-    risk bands' anchors (Khorana 0 and ≥2, 6-month risks; ``models.artifact.RiskBands``) and
-    the highest Vienna CATS group (≥5 points: 35 % at 6 months; Ay 2010)."""
+def anchors(model: PERiskModel, question: str = "new_pe") -> list[tuple[str, float]]:
+    """Published risks to read an estimate against, each declared where its source is. A new
+    PE: the risk bands' anchors (Khorana 0 and ≥2, 6-month risks; ``models.artifact.RiskBands``)
+    and the highest Vienna CATS group (≥5 points: 35 % at 6 months; Ay 2010). PE now: the PE
+    prevalence of the revised Geneva groups (Le Gal 2006; ``models.artifact.diagnostic_bands``)."""
+    if question == "pe_now":
+        return [(f"Geneva {b.category}", float(b.risk or 0)) for b in REVISED_GENEVA.bands]
     highest = VIENNA_CATS.bands[-1]
     return [
-        ("Khorana 0", model.bands.low_below),
-        ("Khorana ≥2", model.bands.high_from),
+        ("Khorana 0", model.new_pe.bands.low_below),
+        ("Khorana ≥2", model.new_pe.bands.high_from),
         (f"CATS ≥{highest.lo:g}", float(highest.risk or 0)),
     ]
 
 
-def anchor_text(p: float, bands: dict[str, float]) -> str:
+def anchor_text(p: float, bands: dict[str, float], question: str = "new_pe") -> str:
     """Where the estimate sits against the band anchors, in words, so that 9 % and 82 % do
     not read the same."""
     low, high = bands["low_below"], bands["high_from"]
+    if question == "pe_now":
+        if p < low:
+            return f"below the revised Geneva low group's PE prevalence ({percent(low)})"
+        if p < high:
+            return f"between revised Geneva low ({percent(low)}) and intermediate ({percent(high)})"
+        return f"{p / high:.1f} × revised Geneva intermediate ({percent(high)})"
     if p < low:
         return f"below {percent(low)} (6-month risk at Khorana 0)"
     if p < high:
         return f"between Khorana 0 ({percent(low)}) and Khorana ≥2 ({percent(high)})"
     return f"{p / high:.1f} × the 6-month risk at Khorana ≥2 ({percent(high)})"
+
+
+def curve(by_horizon: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Geometry of the new-PE curve: the cumulative incidence at 0 and each horizon, joined
+    by straight lines (the model gives the horizons, not the days between)."""
+    w, h = 150.0, 46.0
+    last = by_horizon[-1]["horizon_days"]
+    top = max(0.02, max(a["probability"] for a in by_horizon) * 1.15)
+    pts = [(0.0, 0.0)] + [(a["horizon_days"], a["probability"]) for a in by_horizon]
+
+    def xy(d: float, p: float) -> tuple[float, float]:
+        return round(d / last * w, 1), round(h - p / top * h, 1)
+
+    return {
+        "width": w,
+        "height": h,
+        "points": " ".join(f"{x},{y}" for x, y in (xy(d, p) for d, p in pts)),
+        "marks": [
+            {"x": xy(d, p)[0], "y": xy(d, p)[1], "days": int(d), "text": percent(p)}
+            for d, p in pts[1:]
+        ],
+        "top": percent(top),
+    }
 
 
 def risk_scale(
@@ -280,7 +320,10 @@ def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: lis
     scores = answer["clinical_scores"]
     suspected = bool(record.suspected_pe)
     keys = PROGNOSTIC + (DIAGNOSTIC if suspected else ()) + BLEEDING
-    base_rate = model.info.get("event_rate")
+    question = answer["question"]
+    new = answer["estimates"]["new_pe"]
+    rates = model.info.get("event_rate") or {}
+    base_rate = rates.get("pe_now" if question == "pe_now" else f"new_pe_{new['horizon_days']}d")
     inputs = _inputs(record)
     metrics = model.info.get("metrics", {})
     return (
@@ -292,10 +335,15 @@ def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: lis
             inputs=inputs,
             dense=len(inputs) > DENSE_ABOVE,
             missing=[label(k) for k in KEY_INPUTS if getattr(record, k) is None],
+            question=question,
+            now=answer["estimates"]["pe_now"],
+            new=new,
+            curve=curve(new["by_horizon"]),
+            bleeding_scores=[dict(scores[k], key=k) for k in BLEEDING if k in scores],
             scale=risk_scale(
-                answer["probability"], answer["risk_bands"], base_rate, anchors(model)
+                answer["probability"], answer["risk_bands"], base_rate, anchors(model, question)
             ),
-            anchor_text=anchor_text(answer["probability"], answer["risk_bands"]),
+            anchor_text=anchor_text(answer["probability"], answer["risk_bands"], question),
             review_path=REVIEW,
             base_rate=base_rate,
             fall=waterfall(answer["explanation"], answer["probability"]),
@@ -303,6 +351,7 @@ def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: lis
             suspected=suspected,
             what_if=what_if,
             auroc=metrics.get("auroc"),
+            now_auroc=((model.info.get("pe_now") or {}).get("metrics") or {}).get("auroc"),
             slope=metrics.get("calibration_slope"),
             khorana_auroc=model.info.get("baselines", {}).get("khorana", {}).get("auroc"),
             limitations=LIMITATIONS,

@@ -98,13 +98,55 @@ class RiskBands(BaseModel):
     high_from: float
 
 
+class AtHorizon(BaseModel):
+    horizon_days: int
+    probability: float = Field(ge=0, le=1)
+    base_value: float | None = Field(
+        default=None,
+        description="the explanation's base at this horizon: base_value + Σ contributions = "
+        "logit(probability) (the contributions are the same at every horizon)",
+    )
+
+
+class EstimateOut(BaseModel):
+    question: str = Field(description="what this estimate answers, in words")
+    outcome: str = Field(description="its outcome in a few words")
+    probability: float | None = Field(default=None, ge=0, le=1)
+    risk_category: Literal["low", "intermediate", "high"] | None = None
+    risk_bands: RiskBands | None = None
+    horizon_days: int = Field(description="0: at the work-up of this assessment")
+    by_horizon: list[AtHorizon] | None = Field(
+        default=None, description="new_pe only: 30, 90 and 180 days, never decreasing"
+    )
+    explanation: Explanation | None = None
+    not_estimated: str | None = Field(default=None, description="why there is no estimate")
+
+
+class Estimates(BaseModel):
+    pe_now: EstimateOut = Field(
+        description="Is there a PE now? P(the work-up at this assessment finds a PE); only "
+        "when PE is suspected"
+    )
+    new_pe: EstimateOut = Field(
+        description="How likely is a new PE? Cumulative incidence by 30/90/180 days, death "
+        "competing; when PE is suspected, given that the work-up excludes it"
+    )
+
+
 class Prediction(BaseModel):
     patient_id: str | None = None
-    probability: float = Field(ge=0, le=1, description="calibrated P(PE within horizon_days)")
+    question: Literal["pe_now", "new_pe"] = Field(
+        description="which estimate probability, risk_category, horizon_days and explanation "
+        "carry: pe_now when PE is suspected (and the model answers it), else new_pe at 180 days"
+    )
+    probability: float = Field(
+        ge=0, le=1, description="the estimate named by question (see estimates for both)"
+    )
     risk_category: Literal["low", "intermediate", "high"]
     risk_bands: RiskBands
-    horizon_days: int
+    horizon_days: int = Field(description="0 for pe_now (at the work-up), 180 for new_pe")
     explanation: Explanation | None = None
+    estimates: Estimates
     clinical_scores: dict[str, dict[str, Any]] | None = None
     recommendations: list[Recommendation] | None = None
     warnings: list[Warning]

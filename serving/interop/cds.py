@@ -255,15 +255,45 @@ def card(
 ) -> dict[str, Any]:
     """The card for one assessed patient."""
     model = answer["model"]
-    p, category, days = answer["probability"], answer["risk_category"], answer["horizon_days"]
+    category = answer["risk_category"]
+    now, new = answer["estimates"]["pe_now"], answer["estimates"]["new_pe"]
     synthetic = " [synthetic-data model]" if model["synthetic_data"] else ""
     head = "CTPA ordered: " if ctpa else ""
-    summary = f"{head}PE risk {percent(p)} in {days} days ({category}){synthetic}"
+    later = f"new PE by {new['horizon_days']} d {percent(new['probability'])}"
+    what = new["outcome"].split(" (")[0]  # "new PE", or "PE, present now or new"
+    if answer["question"] == "pe_now":
+        summary = (
+            f"{head}PE now? {percent(now['probability'])} ({category}); if excluded, "
+            f"{later}{synthetic}"
+        )
+        lines = [
+            f"**Is there a PE now? Estimated probability that the work-up finds one: "
+            f"{percent(now['probability'])} ({category})**",
+            "If PE is excluded: a new PE by "
+            + ", ".join(
+                f"{a['horizon_days']} days {percent(a['probability'])}" for a in new["by_horizon"]
+            )
+            + ".",
+        ]
+    else:
+        summary = (
+            f"{head}{what[0].upper()}{what[1:]} by {new['horizon_days']} d: "
+            f"{percent(new['probability'])} ({category}){synthetic}"
+        )
+        lines = [
+            "**Risk of a new PE (death competing): "
+            + ", ".join(
+                f"{percent(a['probability'])} by {a['horizon_days']} days"
+                for a in new["by_horizon"]
+            )
+            + f" ({category} at {new['horizon_days']} days)**",
+        ]
+    if now["probability"] is None and now.get("not_estimated") and answer["question"] != "pe_now":
+        lines += ["", f"PE now: not estimated ({now['not_estimated']})."]
     flags = answer["recommendations"]
-    lines = [
-        f"**Estimated risk of pulmonary embolism within {days} days: {percent(p)} ({category})**",
+    lines += [
         "",
-        "Main factors (exact SHAP, calibrated log-odds):",
+        "Main factors of the estimate in bold (exact SHAP, calibrated log-odds):",
         *[f"- {t}" for t in contributors_text(answer)],
     ]
     if flags:

@@ -3,10 +3,12 @@
 Both are plain dicts shaped to ``fhir.resources`` R4B (the tests validate them with it):
 the hot path does not build pydantic models it would only serialise again.
 
-- ``RiskAssessment.prediction[0]``: outcome pulmonary embolism (SNOMED CT 59282003),
-  ``probabilityDecimal`` (the calibrated probability ``/predict`` returns),
-  ``qualitativeRisk`` from the model's risk bands (HL7 risk-probability codes), and
-  ``whenRange`` 0 to the horizon in days.
+- ``RiskAssessment.prediction``: one per estimate and horizon (``estimates`` of
+  ``/predict``), each with outcome pulmonary embolism (SNOMED CT 59282003) and text saying
+  which question it answers, ``probabilityDecimal``, and ``whenRange`` in days: PE now is
+  0–0 (at the work-up), a new PE is 0 to each horizon (30, 90, 180). ``qualitativeRisk``
+  (HL7 risk-probability codes) comes from each estimate's risk bands, on PE now and the
+  new PE at the longest horizon (the bands are anchored there).
 - ``method`` names the model and its version; ``basis`` references every resource the
   record was built from; ``note`` gives the main contributors (exact SHAP, log-odds), the
   guideline flags and the model's notice (SYNTHETIC training data when so).
@@ -35,6 +37,7 @@ PE_OUTCOME = {
     ]
 }
 RISK_CODE = {"low": "low", "intermediate": "moderate", "high": "high"}
+HEADLINE = {"pe_now": "PE-now", "new_pe": "new-PE (180-day)"}
 RISK_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
 
 
@@ -68,10 +71,9 @@ def risk_assessment(
     """The FHIR R4 RiskAssessment for one patient's answer (``serving.answer.predict``); ``issues``
     (what the mapping did not use) travel in a contained OperationOutcome."""
     model = answer["model"]
-    category = answer["risk_category"]
     notes = [
-        "Main contributors (exact SHAP, calibrated log-odds): "
-        + "; ".join(contributors_text(answer)),
+        f"Main contributors to the {HEADLINE[answer['question']]} estimate (exact SHAP, "
+        "calibrated log-odds): " + "; ".join(contributors_text(answer)),
         f"Model: {model['name']} {model['version']}, trained on {model['trained_on']}. "
         + model["notice"],
     ]
@@ -102,27 +104,61 @@ def risk_assessment(
             f"({model['calibration']}) with exact TreeSHAP; trained on {model['trained_on']}",
         },
         "basis": [{"reference": ref} for ref in mapped.basis],
-        "prediction": [
-            {
-                "outcome": {**PE_OUTCOME, "text": "Pulmonary embolism"},
-                "probabilityDecimal": answer["probability"],
-                "qualitativeRisk": {
-                    "coding": [{"system": RISK_SYSTEM, "code": RISK_CODE[category]}],
-                    "text": category,
-                },
-                "whenRange": {
-                    "low": _days(0),
-                    "high": _days(answer["horizon_days"]),
-                },
-                "rationale": f"{percent(answer['probability'])} within "
-                f"{answer['horizon_days']} days ({category} risk)",
-            }
-        ],
+        "prediction": predictions(answer["estimates"]),
         "note": [{"text": n} for n in notes],
     }
     if issues:
         out["contained"] = [{**operation_outcome(issues), "id": "mapping"}]
         out["extension"] = [{"url": MAPPING_OUTCOME, "valueReference": {"reference": "#mapping"}}]
+    return out
+
+
+def predictions(estimates: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``RiskAssessment.prediction`` per estimate and horizon: PE now (when estimated),
+    then a new PE by each horizon."""
+    out = []
+    now = estimates["pe_now"]
+    if now["probability"] is not None:
+        out.append(
+            _prediction(
+                "Pulmonary embolism present now (found by the work-up at this assessment)",
+                now["probability"],
+                0,
+                now["risk_category"],
+                f"PE now: {percent(now['probability'])} ({now['risk_category']})",
+            )
+        )
+    new = estimates["new_pe"]
+    for at in new["by_horizon"]:
+        h, p = at["horizon_days"], at["probability"]
+        category = new["risk_category"] if h == new["horizon_days"] else None
+        out.append(
+            _prediction(
+                f"Within {h} days: {new['outcome']}",
+                p,
+                h,
+                category,
+                f"{new['outcome']} by {h} days: {percent(p)}"
+                + (f" ({category})" if category else ""),
+            )
+        )
+    return out
+
+
+def _prediction(
+    text: str, p: float, days: int, category: str | None, rationale: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "outcome": {**PE_OUTCOME, "text": text},
+        "probabilityDecimal": p,
+        "whenRange": {"low": _days(0), "high": _days(days)},
+        "rationale": rationale,
+    }
+    if category:
+        out["qualitativeRisk"] = {
+            "coding": [{"system": RISK_SYSTEM, "code": RISK_CODE[category]}],
+            "text": category,
+        }
     return out
 
 

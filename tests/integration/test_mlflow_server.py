@@ -38,7 +38,7 @@ def test_train_against_a_tracking_server_and_load_the_champion(mlflow_server, mo
     import pandas as pd
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    res = CliRunner().invoke(app, ["train", "--synthetic", "20000", "--bootstrap", "30"])
+    res = CliRunner().invoke(app, ["train", "--synthetic", "50000", "--bootstrap", "30"])
     assert res.exit_code == 0, res.output
     assert "is now 'champion'" in res.output
 
@@ -51,8 +51,11 @@ def test_train_against_a_tracking_server_and_load_the_champion(mlflow_server, mo
     assert not str(run.info.artifact_uri).startswith("file:")  # artefacts went through the server
 
     state = Path(os.environ["PE_RISK_STATE_DIR"])
-    cohort = pd.read_parquet(state / "cohorts" / "cohort-20000-7.parquet").head(50)
-    p = mlflow.pyfunc.load_model("models:/pe-risk@champion").predict(
-        cohort.drop(columns="pe_event")
-    )
-    assert p.shape == (50,) and np.all((p > 0) & (p < 1))
+    cohort = pd.read_parquet(state / "cohorts" / "cohort-50000-7.parquet").head(50)
+    p = mlflow.pyfunc.load_model("models:/pe-risk@champion").predict(cohort)
+    assert list(p.columns) == ["pe_now", "new_pe_30d", "new_pe_90d", "new_pe_180d"]
+    new = p[["new_pe_30d", "new_pe_90d", "new_pe_180d"]].to_numpy()
+    assert new.shape == (50, 3) and np.all((new > 0) & (new < 1))
+    assert np.all(np.diff(new, axis=1) >= 0)
+    suspected = cohort["suspected_pe"].fillna(False).to_numpy(dtype=bool)
+    assert p["pe_now"][suspected].between(0, 1).all() and p["pe_now"][~suspected].isna().all()

@@ -34,15 +34,42 @@ def _registry_and_runs():
     return versions, runs
 
 
+TIMES = ["pe_days", "death_days", "followup_days"]
+
+
+def _pe_event_only(df, y):
+    return df.drop(columns=TIMES).assign(pe_event=y)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda df: df.drop(columns=["pe_event"]), "no 'pe_event' column"),
-        (lambda df: df.assign(pe_event=0), "one class only"),
-        (lambda df: df.assign(pe_event=(np.arange(len(df)) < 40).astype(int)), "too few"),
+        (lambda df: df.drop(columns=TIMES), "the table has no outcome"),
+        (lambda df: df.assign(pe_days=np.nan), "needs both events and non-events"),
+        (
+            lambda df: df.assign(pe_days=np.where(np.arange(len(df)) < 40, 10.0, np.nan)),
+            "too few",
+        ),
+        (lambda df: _pe_event_only(df, 0), "pe_event=1 rows: 0 among 3000"),
+        (
+            lambda df: _pe_event_only(df, (np.arange(len(df)) < 40).astype(int)),
+            "40 pe_event=1 rows in 3000 rows are too few",
+        ),
         (lambda df: df.assign(stage=["V", *list(df["stage"][1:])]), "1 of 3000 rows fail"),
+        (
+            lambda df: df.assign(followup_days=[-1.0, *list(df["followup_days"][1:])]),
+            "1 of 3000 rows fail",
+        ),
     ],
-    ids=["no-outcome", "one-class", "few-events", "bad-row"],
+    ids=[
+        "no-outcome",
+        "no-pe",
+        "few-events",
+        "pe-event-one-class",
+        "pe-event-few",
+        "bad-row",
+        "bad-time",
+    ],
 )
 def test_untrainable_table_starts_no_run_and_registers_nothing(frame, change, message) -> None:
     with pytest.raises(TrainingDataError, match=message):

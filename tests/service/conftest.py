@@ -29,7 +29,7 @@ def served_state(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from training.cohort import generate, write
 
     path = settings.cohort_dir / "cohort.parquet"
-    write(generate(20_000, 7), path)
+    write(generate(50_000, 7), path)  # as `make serve`: fewer rows leave the gate to chance
     out = train_and_track(load_training_data(path), TrainConfig(), settings, n_boot=20)
     assert out.version, "the session model must pass the gate to be served"
     import_model(settings)

@@ -40,12 +40,30 @@ def test_predict_answers_the_design_contract(client) -> None:
         "model",
         "patient_id",
     }
-    assert body["patient_id"] == "MRN-0042" and body["horizon_days"] == 180
+    # PE is suspected: the top-level estimate answers "is there a PE now?" (at the work-up)
+    assert body["patient_id"] == "MRN-0042" and body["question"] == "pe_now"
+    now, new = body["estimates"]["pe_now"], body["estimates"]["new_pe"]
+    assert body["horizon_days"] == now["horizon_days"] == 0
+    assert body["probability"] == now["probability"] and body["explanation"] == now["explanation"]
+    assert body["risk_bands"] == {"low_below": 0.08, "high_from": 0.28}  # revised Geneva groups
     assert body["model"]["synthetic_data"] is True and "SYNTHETIC" in body["model"]["notice"]
+    assert body["model"]["questions"] == ["new_pe", "pe_now"]
     assert r.headers["x-model-version"] == body["model"]["version"]
+
+    def logit(p: float) -> float:
+        return math.log(p / (1 - p))
+
+    for estimate in (now, new):  # each exact on its own calibrated log-odds scale
+        e = estimate["explanation"]
+        total = sum(c["contribution"] for c in e["contributions"])
+        assert abs(e["base_value"] + total - logit(estimate["probability"])) < 1e-6
+        for at in estimate.get("by_horizon", []):
+            assert abs(at["base_value"] + total - logit(at["probability"])) < 1e-6
+    assert [a["horizon_days"] for a in new["by_horizon"]] == [30, 90, 180]
+    ps = [a["probability"] for a in new["by_horizon"]]
+    assert ps == sorted(ps) and ps[-1] == new["probability"] and new["horizon_days"] == 180
+    assert new["risk_bands"] == {"low_below": 0.05, "high_from": 0.089}  # Khorana groups
     e = body["explanation"]
-    logit = math.log(body["probability"] / (1 - body["probability"]))
-    assert abs(e["base_value"] + sum(c["contribution"] for c in e["contributions"]) - logit) < 1e-6
     mags = [abs(c["contribution"]) for c in e["contributions"]]
     assert mags == sorted(mags, reverse=True)
     d_dimer = next(c for c in e["contributions"] if c["feature"] == "d_dimer")
@@ -53,6 +71,17 @@ def test_predict_answers_the_design_contract(client) -> None:
     assert {"khorana", "wells", "revised_geneva", "vienna_cats"} <= set(body["clinical_scores"])
     codes = {f["code"] for f in body["recommendations"]}
     assert "adverse_outcome_risk" in codes  # RV/LV 1.3 (review)
+
+
+@pytest.mark.parametrize(
+    ("suspected", "why"), [(False, "not suspected"), (None, "suspected_pe is not recorded")]
+)
+def test_without_suspected_pe_the_answer_is_the_new_pe_risk(client, suspected, why) -> None:
+    body = client.post("/predict", json=base_record(suspected_pe=suspected)).json()
+    assert body["question"] == "new_pe" and body["horizon_days"] == 180
+    assert body["probability"] == body["estimates"]["new_pe"]["probability"]
+    now = body["estimates"]["pe_now"]
+    assert now["probability"] is None and why in now["not_estimated"]
 
 
 def test_d_dimer_below_age_adjusted_cut_off_with_pe_unlikely_is_flagged(client) -> None:
@@ -162,7 +191,14 @@ def test_model_endpoint_describes_the_model(client) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["model"]["synthetic_data"] is True
-    assert "auroc" in body["metrics"] and body["risk_bands"]["source"]
+    assert "auroc" in body["metrics"] and body["outcomes"]["competing_risk"] == "death"
+    questions = body["questions"]
+    assert questions["new_pe"]["horizons_days"] == [30, 90, 180]
+    assert questions["pe_now"]["horizons_days"] == [0]
+    assert "Le Gal" in questions["pe_now"]["risk_bands"]["source"]
+    assert "Mulder" in questions["new_pe"]["risk_bands"]["source"]
+    b = questions["new_pe"]["calibration"]["intercepts"]
+    assert b == sorted(b)  # one slope, intercepts non-decreasing: no estimate falls with time
     assert [f["name"] for f in body["features"]] == list(MODEL_FEATURE_NAMES)
 
 

@@ -56,11 +56,17 @@ def test_a_bundle_gets_a_valid_risk_assessment_with_the_probability_of_predict(c
     ra = r.json()
     RiskAssessment.model_validate(ra)  # fhir.resources R4B
     same = client.post("/predict", json=SAME_PATIENT).json()
-    prediction = ra["prediction"][0]
+    assert same["question"] == "new_pe"  # PE is not suspected: no PE-now prediction
+    by_horizon = same["estimates"]["new_pe"]["by_horizon"]
+    assert [x["whenRange"]["high"]["value"] for x in ra["prediction"]] == [30, 90, 180]
+    for prediction, at in zip(ra["prediction"], by_horizon, strict=True):
+        assert prediction["probabilityDecimal"] == pytest.approx(at["probability"], abs=1e-12)
+        assert prediction["outcome"]["coding"][0]["code"] == "59282003"
+        assert "new PE (death competing)" in prediction["outcome"]["text"]
+    prediction = ra["prediction"][-1]
     assert prediction["probabilityDecimal"] == pytest.approx(same["probability"], abs=1e-12)
-    assert prediction["outcome"]["coding"][0]["code"] == "59282003"
     assert prediction["qualitativeRisk"]["text"] == same["risk_category"]
-    assert prediction["whenRange"]["high"]["value"] == 180
+    assert "qualitativeRisk" not in ra["prediction"][0]  # the bands are anchored at 180 days
     assert ra["subject"]["reference"] == "Patient/p1"
     assert ra["method"]["coding"][0]["version"] == same["model"]["version"]
     notes = " ".join(n["text"] for n in ra["note"])
@@ -95,13 +101,13 @@ def test_several_patients_get_a_bundle_of_risk_assessments(client):
     Bundle.model_validate(doc)
     ras = [e["resource"] for e in doc["entry"] if e["resource"]["resourceType"] == "RiskAssessment"]
     by_subject = {
-        ra["subject"]["reference"]: ra["prediction"][0]["probabilityDecimal"] for ra in ras
+        ra["subject"]["reference"]: ra["prediction"][-1]["probabilityDecimal"] for ra in ras
     }
     assert set(by_subject) == {"Patient/p1", "Patient/p2"}
     assert by_subject["Patient/p2"] < by_subject["Patient/p1"]
     one_only = post_bundle(client, [*one, *two], url=URL + "&patient=p2").json()
     assert one_only["resourceType"] == "RiskAssessment"
-    assert one_only["prediction"][0]["probabilityDecimal"] == by_subject["Patient/p2"]
+    assert one_only["prediction"][-1]["probabilityDecimal"] == by_subject["Patient/p2"]
     missing = post_bundle(client, one, url=URL + "&patient=nobody")
     assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
 
@@ -253,8 +259,10 @@ def test_a_cds_call_leaves_out_values_too_old_on_the_day_it_assesses(client, mon
     later["months_since_diagnosis"] = round((175 + 9) / 30.4375, 1)  # diagnosed INDEX − 175 d
     expected = client.post("/predict", json=later).json()
     assert f"{100 * expected['probability']:.1f} %" in card["summary"]
+    unused = card["detail"].split("Not found in the record:")[1].split(".")[0]
+    assert "d_dimer" in unused  # the 9-day-old D-dimer was left out, and the card says so
     fresh = client.post("/predict", json=SAME_PATIENT).json()
-    assert f"{100 * fresh['probability']:.1f} %" not in card["summary"]
+    assert "d_dimer" not in {w["field"] for w in fresh["warnings"]}
 
 
 def test_missing_required_prefetch_that_cannot_be_fetched_is_412(client):
@@ -634,3 +642,23 @@ def test_a_dead_patient_is_422_naming_the_death(client, fhir_schema):
     assert r.status_code == 422
     assert "Patient.deceasedDateTime 2012-03-01" in r.text
     assert fhir_schema.is_valid(r.json())
+
+
+def test_suspected_pe_gets_a_pe_now_prediction_then_the_new_pe_horizons(client, fhir_schema):
+    """Issue 18: one prediction per estimate and horizon, each the probability /predict gives,
+    PE now at the work-up (whenRange 0–0) first, schema-valid against the official R4 schema."""
+    r = post_bundle(client, b.typical_patient(), url=URL + "&suspected_pe=true")
+    assert r.status_code == 200, r.text
+    ra = r.json()
+    assert not [e.message for e in fhir_schema.iter_errors(ra)]
+    same = client.post("/predict", json={**SAME_PATIENT, "suspected_pe": True}).json()
+    now, new = same["estimates"]["pe_now"], same["estimates"]["new_pe"]
+    first, *later = ra["prediction"]
+    assert first["whenRange"]["high"]["value"] == 0 and "present now" in first["outcome"]["text"]
+    assert first["probabilityDecimal"] == pytest.approx(now["probability"], abs=1e-12)
+    assert first["qualitativeRisk"]["text"] == now["risk_category"]
+    assert [x["whenRange"]["high"]["value"] for x in later] == [30, 90, 180]
+    for x, at in zip(later, new["by_horizon"], strict=True):
+        assert x["probabilityDecimal"] == pytest.approx(at["probability"], abs=1e-12)
+    notes = " ".join(n["text"] for n in ra["note"])
+    assert "Main contributors to the PE-now estimate" in notes

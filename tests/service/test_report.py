@@ -121,3 +121,33 @@ def test_published_risks_carry_their_horizon(client) -> None:
     scores = html[html.index('id="scores-h"') :]
     assert "at 6 months" in scores  # Khorana (Mulder 2019), Vienna CATS (Ay 2010)
     assert "at the work-up (prevalence)" in scores  # Wells, revised Geneva
+
+
+def test_suspected_pe_reads_pe_now_first_then_the_new_pe_risk_if_excluded(client) -> None:
+    answer = client.post("/predict", json=RECORD).json()
+    html = client.post("/report", json=RECORD).text
+    assert answer["question"] == "pe_now" and "Is there a PE now?" in html
+    assert html.index('id="risk-value"') < html.index('id="new-pe"')
+    later = html[html.index('id="new-pe"') :]
+    later = later[: later.index("</figcaption>")]
+    assert "If PE is excluded" in later
+    for at in answer["estimates"]["new_pe"]["by_horizon"]:
+        assert f"{percent(at['probability'])}</strong> by {at['horizon_days']} d" in later
+    assert "What drives the PE-now estimate" in html
+
+
+def test_a_routine_visit_shows_the_new_pe_curve_with_bleeding_beside_it(client) -> None:
+    record = base_record(patient_id="MRN-0107", stage="II", suspected_pe=False)
+    answer = client.post("/predict", json=record).json()
+    html = client.post("/report", json=record).text
+    assert answer["question"] == "new_pe"
+    assert "Risk of a new PE within 180 days (death competing)" in html
+    curve = html[
+        html.index('id="new-pe-curve"') : html.index("</svg>", html.index('id="new-pe-curve"'))
+    ]
+    for at in answer["estimates"]["new_pe"]["by_horizon"]:
+        assert f"{percent(at['probability'])} by {at['horizon_days']} days" in curve
+    beside = html[html.index('id="bleeding-beside"') :]
+    assert "VTE-BLEED" in beside[: beside.index("</p>")]
+    assert "PE now: not estimated (PE is not suspected" in html
+    assert "What drives the new-PE estimate" in html

@@ -134,7 +134,7 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
         headers={**auth, "content-type": "application/fhir+json"},
     )
     assert r.status_code == 200 and r.json()["resourceType"] == "RiskAssessment"
-    probability = r.json()["prediction"][0]["probabilityDecimal"]
+    probability = r.json()["prediction"][-1]["probabilityDecimal"]  # a new PE by 180 days
     discovery = HTTP.get(f"{url}/cds-services", headers=auth).json()
     assert {s["id"] for s in discovery["services"]} == {"pe-risk", "pe-risk-ctpa"}
     # A CDS Hooks call is assessed on the server's own day: the same patient, dated so that
@@ -161,7 +161,7 @@ def test_real_server_speaks_fhir_and_cds_hooks(server) -> None:
         "prefetch": prefetch,
     }
     cards = HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"]
-    assert len(cards) == 1 and cards[0]["summary"].startswith("PE risk")
+    assert len(cards) == 1 and cards[0]["summary"].startswith("New PE by 180 d")
     assert f"{100 * probability:.1f} %" in cards[0]["summary"]
     link = cards[0]["links"][0]["url"]  # from PE_RISK_PUBLIC_URL, never the Host header
     page = HTTP.get(url + urlsplit(link).path)  # a browser: no API token, the link is its own

@@ -106,6 +106,7 @@ def test_unknown_and_missing_columns_are_table_level(tmp_path: Path) -> None:
 def test_outcome_is_required_for_training() -> None:
     report = validate_table(pd.DataFrame([base_record()]), require_outcome=True)
     assert [(i.field, i.rule) for i in report.issues] == [("pe_event", "required")]
+    assert "pe_days, death_days, followup_days" in report.issues[0].message
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
@@ -162,3 +163,71 @@ def test_issue_lines_show_the_first_issues_and_count_the_rest() -> None:
         "  row 2: age=200 in row 2",
         "  … and 2 more (see the report)",
     ]
+
+
+def _times_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([{**base_record(), **r} for r in rows])
+
+
+def test_time_to_event_columns_are_read_as_days() -> None:
+    report = validate_table(
+        _times_table(
+            [
+                {"pe_days": 0, "death_days": None, "followup_days": 200},  # PE now
+                {"pe_days": 40.0, "death_days": 90, "followup_days": 90},  # PE, then death
+                {"pe_days": None, "death_days": None, "followup_days": "35"},  # lost at day 35
+            ]
+        ),
+        require_outcome=True,
+    )
+    assert report.ok, report.issues
+    np.testing.assert_array_equal(report.times["pe_days"], [0, 40, np.nan])
+    np.testing.assert_array_equal(report.times["followup_days"], [200, 90, 35])
+    assert report.outcome is None  # no pe_event: the times are the outcome
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "words"),
+    [
+        ({"pe_days": -3, "followup_days": 100}, "pe_days", "pe_days=-3 is not accepted"),
+        ({"pe_days": 120, "followup_days": 100}, "pe_days", "after the end of follow-up"),
+        ({"death_days": 150, "followup_days": 100}, "death_days", "after the end of follow-up"),
+        (
+            {"pe_days": 80, "death_days": 50, "followup_days": 50},
+            "pe_days",
+            "pe_days=80 is after death (death_days=50)",
+        ),
+        (
+            {"death_days": 50, "followup_days": 300},
+            "followup_days",
+            "give followup_days=50",
+        ),
+        ({"pe_days": 10, "followup_days": None}, "followup_days", "followup_days=null"),
+        ({"pe_days": "soon", "followup_days": 10}, "pe_days", 'pe_days="soon"'),
+        (
+            {"pe_event": 1, "pe_days": 300, "followup_days": 365},
+            "pe_days",
+            "pe_event=1 but pe_days=300 is not within 180 days",
+        ),
+        (
+            {"pe_event": 0, "pe_days": 20, "followup_days": 365},
+            "pe_days",
+            "pe_event=0 but pe_days=20",
+        ),
+    ],
+)
+def test_time_to_event_rules_name_the_row_field_and_rule(row: dict, field: str, words: str) -> None:
+    good = {"pe_days": None, "death_days": None, "followup_days": 365}
+    good |= {"pe_event": 0} if "pe_event" in row else {}
+    report = validate_table(_times_table([good, {**good, **row}]), require_outcome=True)
+    assert [(i.row, i.field) for i in report.issues] == [(2, field)], report.issues
+    assert words in report.issues[0].message
+    assert report.bad.tolist() == [False, True]
+
+
+def test_times_without_followup_are_a_table_error() -> None:
+    report = validate_table(_times_table([{"pe_days": 3}]), require_outcome=True)
+    assert [(i.row, i.field, i.rule) for i in report.issues] == [
+        (None, "followup_days", "required")
+    ]
+    assert "lost to follow-up" in report.issues[0].message
