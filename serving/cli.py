@@ -109,9 +109,17 @@ def register(app: typer.Typer, ensure_champion: EnsureChampion) -> None:
         rows: Annotated[
             int, typer.Option(help="Synthetic rows to train on when no champion exists.")
         ] = 50_000,
+        from_store: Annotated[
+            bool,
+            typer.Option(
+                "--from-store",
+                help="Serve the model already in the BentoML store; do not read the registry.",
+            ),
+        ] = False,
     ) -> None:
         """Serve the champion over HTTP: train on the synthetic cohort if there is none,
-        import it into the BentoML store, serve."""
+        import it into the BentoML store, serve. ``--from-store`` serves the model already
+        imported, without the MLflow registry (for example while its store is repaired)."""
         import os
 
         from models.settings import get_settings
@@ -119,13 +127,29 @@ def register(app: typer.Typer, ensure_champion: EnsureChampion) -> None:
 
         settings = get_settings()
         say = progress()
-        version = ensure_champion(settings, rows, say)
-        if version is None:
-            typer.echo("error: training did not produce a champion; see the output above", err=True)
-            raise typer.Exit(1)
-        if imported_version(settings) != version:
-            tag, version = import_model(settings)
-            say(f"imported champion version {version} into the BentoML store ({tag})")
+        if from_store:
+            version = imported_version(settings)
+            if version is None:
+                typer.echo(
+                    f"error: no model in the BentoML store ({settings.bentoml_home}); "
+                    "`pe-risk import-model` copies the champion there",
+                    err=True,
+                )
+                raise typer.Exit(1)
+        else:
+            try:
+                version = ensure_champion(settings, rows, say)
+            except RuntimeError as exc:  # the registry's store is broken: say so, stop
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            if version is None:
+                typer.echo(
+                    "error: training did not produce a champion; see the output above", err=True
+                )
+                raise typer.Exit(1)
+            if imported_version(settings) != version:
+                tag, version = import_model(settings)
+                say(f"imported champion version {version} into the BentoML store ({tag})")
         env = {
             # report links and card links are built from the public address, never from a
             # request's Host header: by default the address this command serves on

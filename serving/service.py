@@ -46,6 +46,8 @@ from serving.api.responses import json_response
 from serving.api.routes import Route as Mount
 from serving.api.routes import registry
 from serving.api.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
+from serving.api.telemetry import install as install_metric_labels
+from serving.api.telemetry import scrub_access_log
 from serving.interop.fhir import validate_bundle
 from serving.interop.fhir_map import load_table
 from serving.interop.links import ReportLinks, link_key
@@ -270,3 +272,5 @@ ROUTES = registry(
 )
 PERisk.add_asgi_middleware(RequestGuard, routes=ROUTES)
 PERisk.add_asgi_middleware(BearerAuth, routes=ROUTES)
+install_metric_labels(ROUTES)  # route templates, never raw paths, in /metrics
+scrub_access_log()  # report-link tokens never reach the access log

@@ -96,7 +96,7 @@ def train(
     from models.settings import get_settings
     from training import cohort as synth
     from training.registry import Gate
-    from training.track import load_training_data, train_and_track
+    from training.track import StoreError, load_training_data, train_and_track
     from training.train import TrainConfig, TrainingDataError
 
     say = progress()
@@ -139,6 +139,9 @@ def train(
             register_model=register,
             progress=say,
         )
+    except StoreError as exc:  # nothing was trained: the registry is left as it is
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except TrainingDataError as exc:
         typer.echo(f"error: {exc}", err=True)
         if exc.issues:

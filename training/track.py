@@ -98,8 +98,47 @@ class Outcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class StoreError(RuntimeError):
+    """The MLflow store exists but is not one: never replaced silently (issue 20)."""
+
+
+def check_store(settings: Settings) -> None:
+    """Refuse an MLflow SQLite store that exists but is empty or not an MLflow database.
+
+    SQLite reads a 0-byte file as an empty database, so MLflow would build a new store in
+    it: ``pe-risk serve`` would then find no champion, train on synthetic data and serve it
+    as "version 1" in place of a hospital's model, without a word. A file that exists must
+    hold MLflow's tables (its ``alembic_version``); a missing file is a new store.
+    """
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return
+    fix = (
+        f"Restore it from a backup; to start a new store, move it away (`mv {path} "
+        f"{path}.broken`); to keep serving the model already in the BentoML store, run "
+        "`pe-risk serve --from-store`."
+    )
+    if path.stat().st_size == 0:
+        raise StoreError(f"{path} is empty (0 bytes), not an MLflow store. {fix}")
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            found = db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+            ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable MLflow store ({exc}). {fix}") from None
+    if found is None:
+        raise StoreError(f"{path} is a SQLite file without MLflow's tables. {fix}")
+
+
 def client_for(settings: Settings) -> MlflowClient:
     settings.ensure_dirs()
+    check_store(settings)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return MlflowClient(settings.mlflow_tracking_uri)

@@ -110,3 +110,33 @@ def test_a_run_that_fails_midway_is_marked_failed(frame) -> None:
         train_and_track(_data(frame), config, get_settings(), n_boot=20)
     versions, runs = _registry_and_runs()
     assert versions == [] and [r.info.status for r in runs] == ["FAILED"]
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"SQLite format 3\x00" + b"\x00" * 84, "not a readable MLflow store"),
+        (b"not a database at all" * 100, "not a readable MLflow store"),
+    ],
+    ids=["empty", "truncated", "garbage"],
+)
+def test_a_broken_mlflow_store_stops_serve_and_train_naming_the_file(
+    tmp_path, content, said
+) -> None:
+    """Issue 20: a 0-byte mlflow.db made `make serve` retrain on synthetic data and serve it
+    as "version 1" over a hospital's champion. Now both commands stop, name the file and the
+    fix, and leave it untouched; `serve --from-store` is the documented way to keep serving
+    (not called here: BentoML reads its home once per process, and the service tier's)."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    db = settings.state_dir / "mlflow.db"
+    db.write_bytes(content)
+    runner = CliRunner()
+    res = runner.invoke(app, ["serve", "--rows", "1000"])
+    assert res.exit_code == 1 and said in res.output and str(db) in res.output
+    assert "pe-risk serve --from-store" in res.output
+    assert db.read_bytes() == content  # not turned into a new store
+    res = runner.invoke(app, ["train", "--synthetic", "5000"])
+    assert res.exit_code == 1 and said in res.output
+    assert db.read_bytes() == content

@@ -105,6 +105,31 @@ def test_the_built_bento_serves_every_route_on_its_own(served_state, tmp_path) -
     assert list(elsewhere.iterdir()) == []  # its state went to PE_RISK_STATE_DIR, not here
 
 
+def test_metrics_name_routes_never_report_links_or_invented_paths(server) -> None:
+    """Issue 20: a report link is a credential, and BentoML labelled its metrics with the raw
+    path, so every opened link was listed in /metrics (and in its access log); invented paths
+    grew /metrics without end."""
+    from tests.service.test_interop import hook_call, prefetch_of
+
+    url, log_path = server
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    call = hook_call("m-1", prefetch_of(bundles.typical_patient("m-1", today=date.today())))
+    card = HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=auth).json()["cards"][0]
+    path = urlsplit(card["links"][0]["url"]).path
+    token = path.rsplit("/", 1)[-1]
+    assert len(token) > 40 and HTTP.get(url + path).status_code == 200
+    before = HTTP.get(f"{url}/metrics", headers=auth).text
+    for i in range(200):
+        assert HTTP.get(f"{url}/no-such-page-{i}", headers=auth).status_code == 404
+    after = HTTP.get(f"{url}/metrics", headers=auth).text
+    assert token not in after and 'endpoint="/report-link/*"' in after
+    assert "no-such-page" not in after and 'endpoint="other"' in after
+    assert len(after) - len(before) < 4_000  # one "other" series, not 200
+    assert 'endpoint="/predict"' in after or 'endpoint="/cds-services/*"' in after
+    log = log_path.read_text(encoding="utf-8", errors="replace")
+    assert "/report-link/*" in log and token not in log  # nor in the access log
+
+
 def test_real_server_predicts_and_exposes_metrics(server) -> None:
     url, _ = server
     auth = {"Authorization": f"Bearer {TOKEN}"}
