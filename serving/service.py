@@ -270,7 +270,9 @@ for _app, _mount in ((model_app, MODEL_MOUNT), *MOUNTS):
 ROUTES = registry(
     (api.route for api in PERisk.apis.values()), [MODEL_MOUNT, *(m for _, m in MOUNTS)]
 )
-PERisk.add_asgi_middleware(RequestGuard, routes=ROUTES)
+# the first added is the outermost: authenticate first, so that an unauthenticated caller
+# gets its 401 before the server reads, parses or judges a byte of the body (issue 20)
 PERisk.add_asgi_middleware(BearerAuth, routes=ROUTES)
+PERisk.add_asgi_middleware(RequestGuard, routes=ROUTES)
 install_metric_labels(ROUTES)  # route templates, never raw paths, in /metrics
 scrub_access_log()  # report-link tokens never reach the access log

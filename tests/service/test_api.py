@@ -202,6 +202,22 @@ def test_model_endpoint_describes_the_model(client) -> None:
     assert [f["name"] for f in body["features"]] == list(MODEL_FEATURE_NAMES)
 
 
+@pytest.mark.parametrize(
+    ("body", "ctype"),
+    [
+        (b"{" * 100, "application/json"),  # would be a 400
+        (b"<record/>", "application/xml"),  # would be a 415
+        (b'{"age": ' + b"1" * 40_000_000 + b"}", "application/json"),  # would be a 413
+    ],
+    ids=["malformed", "content-type", "oversize"],
+)
+def test_authentication_comes_before_the_body_is_judged(client, body, ctype) -> None:
+    """Issue 20: without a token, the caller learns nothing about its body (and the server
+    reads none of it): 401, not 400/415/413."""
+    r = client.post("/predict", content=body, headers={"Authorization": "", "content-type": ctype})
+    assert r.status_code == 401 and r.json()["detail"][0]["field"] == "Authorization"
+
+
 def test_auth_required_except_health(client) -> None:
     assert client.post("/predict", json=RECORD, headers={"Authorization": ""}).status_code == 401
     assert (
