@@ -322,6 +322,14 @@ TIME_OUTCOMES = (PE_DAYS, DEATH_DAYS, FOLLOWUP_DAYS)
 #: The horizons of the new-PE question (design.md, "What it is"): cumulative incidence of a
 #: new PE by 30, 90 and 180 days, death competing.
 HORIZONS_DAYS = (30, 90, 180)
+
+
+def new_pe_column(days: int) -> str:
+    """The name of the new-PE estimate at a horizon wherever it is a column: the registered
+    model's output, the synthetic cohort's truth, the table's average risks (``new_pe_180d``)."""
+    return f"new_pe_{days}d"
+
+
 #: Optional columns a training table may carry beside the record: a site for
 #: leave-one-site-out validation and an index date for temporal validation.
 TABLE_META = ("site", "index_date")

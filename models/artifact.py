@@ -40,6 +40,7 @@ from scipy.special import expit
 
 from features import thresholds as th
 from features.build import feature_matrix
+from features.contract import new_pe_column
 
 META_FILE = "model.json"
 FORMAT = "pe-risk-model/2"
@@ -212,7 +213,7 @@ class PERiskModel:
 
     def columns(self) -> list[str]:
         """The prediction columns of ``predict_frame``, which the registered pyfunc returns."""
-        return [PE_NOW, *(f"{NEW_PE}_{h}d" for h in self.new_pe.horizons)]
+        return [PE_NOW, *(new_pe_column(h) for h in self.new_pe.horizons)]
 
     def predict_frame(self, x: np.ndarray, suspected: np.ndarray) -> dict[str, np.ndarray]:
         """``pe_now`` (NaN where PE is not suspected, or without a PE-now head) and
@@ -224,7 +225,7 @@ class PERiskModel:
         p = self.new_pe.probabilities(x)
         return {
             PE_NOW: now,
-            **{f"{NEW_PE}_{h}d": p[:, j] for j, h in enumerate(self.new_pe.horizons)},
+            **{new_pe_column(h): p[:, j] for j, h in enumerate(self.new_pe.horizons)},
         }
 
     def with_threads(self, nthread: int) -> PERiskModel:

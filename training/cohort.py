@@ -94,6 +94,7 @@ from features.contract import (
     PE_DAYS,
     STAGES,
     Kind,
+    new_pe_column,
 )
 from features.scores import CREATININE_MG_DL
 from training.cohort_times import (
@@ -583,7 +584,7 @@ def generate(n: int, seed: int, effects: Effects | None = None) -> Cohort:
             "pe_at_index": present,
             "pe_now_probability": pe_now,
             "pe_now_observable": pe_now_seen,
-            **{f"new_pe_{h}d": new_pe[:, i] for i, h in enumerate(HORIZONS_DAYS)},
+            **{new_pe_column(h): new_pe[:, i] for i, h in enumerate(HORIZONS_DAYS)},
             "base_probability": q * p_base + (1 - q * p_base) * new_pe[:, -1],
         }
     )

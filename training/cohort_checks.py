@@ -22,7 +22,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from features.contract import DEATH_DAYS, FOLLOWUP_DAYS, HORIZONS_DAYS, PE_DAYS
+from features.contract import DEATH_DAYS, FOLLOWUP_DAYS, HORIZONS_DAYS, PE_DAYS, new_pe_column
 from training.cohort import load_effects
 
 #: the review's post-operative cumulative VTE incidence (Yang, review ref 23): months → %
@@ -204,7 +204,7 @@ def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
         )
     )
     p_now = truth["pe_now_probability"].to_numpy()
-    mean_risk = float((p_now + (1 - p_now) * truth[f"new_pe_{horizon}d"]).mean())
+    mean_risk = float((p_now + (1 - p_now) * truth[new_pe_column(horizon)]).mean())
     checks.append(
         Check(
             "mean true 180-day PE risk",
@@ -314,7 +314,7 @@ def describe(frame: pd.DataFrame, truth: pd.DataFrame) -> list[Check]:
             "Cancers 2024 (0.57); van Es 2020",
         )
     )
-    oracle_new = float(roc_auc_score(y_new, truth[f"new_pe_{horizon}d"][later]))
+    oracle_new = float(roc_auc_score(y_new, truth[new_pe_column(horizon)][later]))
     checks.append(
         Check(
             "oracle AUROC, new PE by 180 days",
@@ -342,7 +342,7 @@ def _after_surgery(frame: pd.DataFrame, truth: pd.DataFrame) -> Check:
     days = frame["days_since_surgery"].to_numpy(dtype=float, na_value=np.nan)
     with np.errstate(invalid="ignore"):
         week = days <= 7
-    curve = [float(truth[f"new_pe_{h}d"][week].mean()) for h in HORIZONS_DAYS]
+    curve = [float(truth[new_pe_column(h)][week].mean()) for h in HORIZONS_DAYS]
     per_day = [
         (b - a) / (hi - lo)
         for (a, b), (lo, hi) in zip(

@@ -47,6 +47,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from features import thresholds as th
 from features.build import take
+from features.contract import new_pe_column
 from features.scores import ADDITIVE, age_adjusted_cutoff, years_threshold
 from models.artifact import NEW_PE, PE_NOW
 from training import evaluate as ev
@@ -108,7 +109,8 @@ def _new_pe(
     outcomes = fitted.outcomes
     probs = head.probabilities(x)
     last = head.horizons[-1]
-    y, w = outcomes.at(last, rows)
+    by_horizon = {h: outcomes.at(h, rows) for h in head.horizons}  # (y, w): IPCW
+    y, w = by_horizon[last]
     p = probs[:, -1]
     metrics = ev.bootstrap(y, p, ev.probability_metrics, w=w, n_boot=n_boot, seed=seed)
     incomplete = remove_at_random(c, EVALUATION_RATE, np.random.default_rng([seed, 30]))
@@ -150,7 +152,7 @@ def _new_pe(
     horizons: dict[int, dict[str, ev.Estimate]] = {}
     tables = []
     for j, h in enumerate(head.horizons):
-        yh, wh = outcomes.at(h, rows)
+        yh, wh = by_horizon[h]
         at = ev.bootstrap(yh, probs[:, j], ev.core_metrics, w=wh, n_boot=n_boot, seed=seed)
         for key in ("khorana", "onkotev"):
             at[f"{key}_auroc"] = ev.bootstrap(
@@ -166,8 +168,8 @@ def _new_pe(
         y, {"pe-risk": p, "logistic": p_lr}, rules={"Khorana ≥2": points["khorana"] >= 2}, w=w
     )
     reference = {}
-    if truth is not None and f"new_pe_{last}d" in truth:
-        oracle = truth[f"new_pe_{last}d"].to_numpy()[rows]
+    if truth is not None and new_pe_column(last) in truth:
+        oracle = truth[new_pe_column(last)].to_numpy()[rows]
         reference["oracle_auroc"] = ev.rank_metrics(y, oracle, w)["auroc"]
         reference["oracle_mean"] = float(oracle.mean())
     return Evaluation(

@@ -30,7 +30,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 import models
-from features.contract import FIELDS, OUTCOME, TABLE_META, TIME_OUTCOMES
+from features.contract import FIELDS, OUTCOME, TABLE_META, TIME_OUTCOMES, new_pe_column
 from features.spec import MODEL_FEATURE_NAMES, spec_table
 from features.table import UNIT_SUFFIX, TableReport, read_table, validate_table
 from features.units import LAB_UNITS
@@ -198,7 +198,7 @@ def _champion_on_test(
         rows = task.rows(fitted.splits.test)
         horizon = task.horizons[-1]
         test = data.report.frame(with_outcome=False).iloc[rows]
-        p = model.predict(test)[f"{NEW_PE}_{horizon}d"].to_numpy()  # ignores site, index_date
+        p = model.predict(test)[new_pe_column(horizon)].to_numpy()  # ignores site, index_date
         y, w = fitted.outcomes.at(horizon, rows)
         auroc = rank_metrics(y, p, w)["auroc"]
     except Exception as exc:  # an old or foreign champion: say so, do not fail the run
@@ -340,7 +340,7 @@ def _average_risk(fitted: Fitted) -> dict[str, float]:
     rows = np.flatnonzero(o.new_rows)
     for h in o.horizons:
         y, w = o.at(h, rows)
-        out[f"{NEW_PE}_{h}d"] = float(np.sum(w * y) / len(y))
+        out[new_pe_column(h)] = float(np.sum(w * y) / len(y))
     return out
 
 

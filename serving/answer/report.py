@@ -30,7 +30,7 @@ from scipy.special import expit
 
 from features.build import record_columns
 from features.contract import BY_NAME as FIELD
-from features.contract import FIELDS, Kind
+from features.contract import FIELDS, Kind, new_pe_column
 from features.recommend import REVIEW
 from features.records import RecordError, parse_record
 from features.scores import REVISED_GENEVA, VIENNA_CATS
@@ -323,7 +323,7 @@ def render(answer: dict[str, Any], record: Any, model: PERiskModel, what_if: lis
     question = answer["question"]
     new = answer["estimates"]["new_pe"]
     rates = model.info.get("event_rate") or {}
-    base_rate = rates.get("pe_now" if question == "pe_now" else f"new_pe_{new['horizon_days']}d")
+    base_rate = rates.get("pe_now" if question == "pe_now" else new_pe_column(new["horizon_days"]))
     inputs = _inputs(record)
     metrics = model.info.get("metrics", {})
     return (
