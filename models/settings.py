@@ -60,6 +60,8 @@ class Settings:
     cds_issuers: Path | None = None
     link_key: str | None = field(default=None, repr=False)
     link_ttl_s: int = 3600
+    #: a request body must arrive whole within this many seconds (then 408)
+    body_timeout_s: float = 5.0
 
     @property
     def cohort_dir(self) -> Path:
@@ -115,4 +117,5 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         cds_issuers=Path(env["PE_RISK_CDS_ISSUERS"]) if env.get("PE_RISK_CDS_ISSUERS") else None,
         link_key=env.get("PE_RISK_LINK_KEY") or None,
         link_ttl_s=int(env.get("PE_RISK_LINK_TTL", "3600")),
+        body_timeout_s=float(env.get("PE_RISK_BODY_TIMEOUT_S", "5")),
     )

@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MALLOC_ARENA_MAX", "2")
 
 import gc
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,15 +40,17 @@ from models.artifact import PERiskModel
 from models.settings import get_settings
 from serving.answer.predict import QUESTIONS, model_block, predict_records
 from serving.answer.report import report_html
-from serving.api.audit import AuditLog, input_hash
+from serving.api.admission import Admission
+from serving.api.admission import install as install_admission
+from serving.api.audit import AuditLog, AuditUnavailable, input_hash
 from serving.api.auth import BearerAuth
 from serving.api.guard import RequestGuard
-from serving.api.responses import json_response
+from serving.api.responses import error, json_response
 from serving.api.routes import Route as Mount
 from serving.api.routes import registry
-from serving.api.schemas import BatchRequest, BatchResponse, Prediction, RecordIn
+from serving.api.schemas import MAX_ERRORS, BatchRequest, BatchResponse, Prediction, RecordIn
 from serving.api.telemetry import install as install_metric_labels
-from serving.api.telemetry import scrub_access_log
+from serving.api.telemetry import scrub_logs
 from serving.interop.fhir import validate_bundle
 from serving.interop.fhir_map import load_table
 from serving.interop.links import ReportLinks, link_key
@@ -71,7 +74,14 @@ def paused_gc() -> Iterator[None]:
 
 
 def _issues(err: RecordError) -> list[dict[str, Any]]:
-    return [i.as_dict() for i in err.issues]
+    """The record's problems, the first ``MAX_ERRORS`` of them and a line saying how many
+    more (a record of 256 unknown fields is not answered with 256 errors)."""
+    shown = [i.as_dict() for i in err.issues[:MAX_ERRORS]]
+    if len(err.issues) > MAX_ERRORS:
+        more = len(err.issues) - MAX_ERRORS
+        message = f"{more} more problems are not listed; correct these first"
+        shown.append({"field": "", "value": None, "rule": "truncated", "message": message})
+    return shown
 
 
 def _model_json(request: Request) -> JSONResponse:
@@ -106,6 +116,7 @@ class PERisk:
         )
         self.settings = settings = get_settings()
         self.audit = AuditLog(settings.log_dir / "audit.jsonl")
+        self._not_ready: str | None = None
         self.table = load_table(settings.fhir_map)  # a bad hospital row stops start-up, named
         self.links = ReportLinks(link_key(settings), settings.link_ttl_s)
         # The assessment date of a CDS Hooks call, and of a FHIR bundle sent without
@@ -156,11 +167,27 @@ class PERisk:
 
     def _audit(
         self, ctx: bentoml.Context, endpoint: str, rows: list[dict[str, Any]], t0: float
-    ) -> None:
+    ) -> Response | None:
+        """Write the request's audit lines; the 503 to answer instead when the log cannot
+        be written (no answer leaves without its line)."""
         request_id = ctx.request.headers.get("x-request-id") or uuid.uuid4().hex
         ctx.response.headers["x-request-id"] = request_id
         ctx.response.headers["x-model-version"] = self.version
-        self.record_audit(request_id, endpoint, rows, t0)
+        try:
+            self.record_audit(request_id, endpoint, rows, t0)
+        except AuditUnavailable as exc:
+            ctx.response.status_code = 503
+            return json_response(error(str(exc), "", None, "unavailable"), 503)
+        return None
+
+    def __is_ready__(self) -> bool:
+        """``/readyz``: ready while the audit log can be written (the cause is logged once)."""
+        problem = self.audit.problem()
+        if problem != self._not_ready:
+            self._not_ready = problem
+            if problem:
+                logging.getLogger(__name__).error("not ready: %s", problem)
+        return problem is None
 
     def record_audit(
         self, request_id: str, endpoint: str, rows: list[dict[str, Any]], t0: float
@@ -195,15 +222,15 @@ class PERisk:
             parsed = parse_record(raw)
         except RecordError as err:
             rules = sorted({i.rule for i in err.issues})
-            self._audit(
-                ctx, endpoint, [{"input_hash": input_hash(raw), "status": 422, "rules": rules}], t0
-            )
+            row = {"input_hash": input_hash(raw), "status": 422, "rules": rules}
+            if refused := self._audit(ctx, endpoint, [row], t0):
+                return refused
             ctx.response.status_code = 422  # BentoML applies the context's status to any response
             body = {"error": "the record breaks the data contract", "detail": _issues(err)}
             return json_response(body, 422)
         response, audited = respond(parsed)
-        self._audit(ctx, endpoint, [{"input_hash": input_hash(raw), "status": 200, **audited}], t0)
-        return response
+        row = {"input_hash": input_hash(raw), "status": 200, **audited}
+        return self._audit(ctx, endpoint, [row], t0) or response
 
     def _prediction(self, record: Any) -> tuple[Response, dict[str, Any]]:
         answer = predict_records(self.model, self.version, [record])[0]
@@ -258,7 +285,8 @@ class PERisk:
                     }
                 )
         results.sort(key=lambda r: r["index"])
-        self._audit(ctx, "predict_batch", audit, t0)
+        if refused := self._audit(ctx, "predict_batch", audit, t0):
+            return refused
         answer = {"results": results, "model": model_block(self.model, self.version)}
         return json_response(answer, release=True)  # type: ignore[return-value]
 
@@ -268,11 +296,18 @@ for _app, _mount in ((model_app, MODEL_MOUNT), *MOUNTS):
 #: every route, declared once: the APIs above and the mounts; the guard and the bearer check
 #: read it (tokens are read from the settings when the app is built)
 ROUTES = registry(
-    (api.route for api in PERisk.apis.values()), [MODEL_MOUNT, *(m for _, m in MOUNTS)]
+    ((api.route, api.input_spec.model_fields) for api in PERisk.apis.values()),
+    [MODEL_MOUNT, *(m for _, m in MOUNTS)],
 )
-# the first added is the outermost: authenticate first, so that an unauthenticated caller
-# gets its 401 before the server reads, parses or judges a byte of the body (issue 20)
-PERisk.add_asgi_middleware(BearerAuth, routes=ROUTES)
-PERisk.add_asgi_middleware(RequestGuard, routes=ROUTES)
+
+
+def _admission(app: Any) -> Any:
+    """Authenticate first, so that an unauthenticated caller gets its 401 before the server
+    reads, parses or judges a byte of the body; then the guard (issue 20)."""
+    return BearerAuth(RequestGuard(app, routes=ROUTES), routes=ROUTES)
+
+
+install_admission(_admission)  # before a concurrency slot is taken
+PERisk.add_asgi_middleware(Admission, build=_admission)  # and wherever the limit is off
 install_metric_labels(ROUTES)  # route templates, never raw paths, in /metrics
-scrub_access_log()  # report-link tokens never reach the access log
+scrub_logs()  # report-link tokens and request values never reach the server's log

@@ -95,7 +95,7 @@ def train(
     from features.table import issue_lines, write_report
     from models.settings import get_settings
     from training import cohort as synth
-    from training.registry import Gate
+    from training.registry import ChampionMovedError, Gate
     from training.track import StoreError, load_training_data, train_and_track
     from training.train import TrainConfig, TrainingDataError
 
@@ -139,7 +139,7 @@ def train(
             register_model=register,
             progress=say,
         )
-    except StoreError as exc:  # nothing was trained: the registry is left as it is
+    except (StoreError, ChampionMovedError) as exc:  # the registry is left as it is
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except TrainingDataError as exc:
@@ -237,13 +237,15 @@ def promote(
 
     from models.settings import get_settings
     from training.registry import promote as do_promote
+    from training.registry import registry_lock
     from training.track import client_for
 
     settings = get_settings()
     try:
-        mv = do_promote(
-            client_for(settings), settings.model_name, version, alias=alias, force=force
-        )
+        with registry_lock(settings.state_dir / "registry.lock", lambda m: typer.echo(m, err=True)):
+            mv = do_promote(
+                client_for(settings), settings.model_name, version, alias=alias, force=force
+            )
     except (ValueError, MlflowException) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -13,13 +13,25 @@ The gate (issue 4; thresholds after Van Calster B et al., BMC Med 2019;17:230):
 
 Only a model that passes is registered, and ``champion`` moves to it. A failed gate, or
 any error before the alias is set, leaves the registry exactly as it was.
+
+Two runs against one store (issue 20): comparing with the champion, registering and moving
+the alias happen under ``registry_lock`` (a lock file in the state folder), so a second run
+is compared with the model the first one promoted; and ``register`` re-reads the champion
+right before moving the alias and refuses if it is no longer the one the gate compared
+with (another machine, or ``pe-risk promote``). A version left without its gate tags by a
+run killed while registering is marked ``incomplete`` by the next one and never promoted.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -146,6 +158,46 @@ def champion_version(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
+class ChampionMovedError(RuntimeError):
+    """The champion changed after the gate compared the new model with it."""
+
+
+@contextmanager
+def registry_lock(path: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold the registry of this state folder: one run at a time compares with the
+    champion, registers and moves aliases (an advisory ``flock``, released when the
+    process ends however it ends)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another pe-risk run to finish with the registry ({path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def mark_incomplete(client: MlflowClient, name: str, say: Callable[[str], None]) -> list[str]:
+    """Tag ``incomplete`` every version registered without its gate tags (its run was
+    killed between registering and tagging); call under ``registry_lock``. Such a version
+    never carried an alias (the alias moves last) and ``promote`` refuses it."""
+    try:
+        found = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return []
+    marked = []
+    for mv in found:
+        if "gate_passed" not in mv.tags and "incomplete" not in mv.tags:
+            why = f"run {mv.run_id} ended before tagging this version; it was never promoted"
+            client.set_model_version_tag(name, mv.version, "incomplete", why)
+            say(f"  {name} version {mv.version} is incomplete: {why}")
+            marked.append(str(mv.version))
+    return marked
+
+
 def register(
     client: MlflowClient,
     name: str,
@@ -155,11 +207,16 @@ def register(
     gate: GateResult,
     tags: dict[str, str],
     description: str,
+    *,
+    compared_with: str | None,
 ) -> ModelVersion:
     """Register ``model_uri`` as a new version and point ``champion`` at it, all or nothing.
 
-    If anything fails after the version exists, the version (and a registered model this
-    call created) is deleted again, so the registry is as it was.
+    ``compared_with`` is the champion version the gate compared with (None: there was
+    none); if the champion is another one when the alias is about to move, nothing is
+    promoted (``ChampionMovedError``). If anything fails after the version exists, the
+    version (and a registered model this call created) is deleted again, so the registry
+    is as it was.
     """
     created_model = False
     try:
@@ -181,6 +238,14 @@ def register(
             "gate_thresholds": json.dumps(gate.thresholds),
         }.items():
             client.set_model_version_tag(name, version.version, k, v)
+        current = champion_version(client, name)
+        now = None if current is None else str(current.version)
+        if now != (None if compared_with is None else str(compared_with)):
+            raise ChampionMovedError(
+                f"the champion moved from {_named(compared_with)} to {_named(now)} while this "
+                f"run was evaluated, so the gate compared with the wrong model; nothing was "
+                "promoted: train again to compare with the new champion"
+            )
         client.set_registered_model_alias(name, CHAMPION, version.version)
         return client.get_model_version(name, version.version)
     except BaseException:
@@ -189,6 +254,10 @@ def register(
         if created_model:
             client.delete_registered_model(name)
         raise
+
+
+def _named(version: str | None) -> str:
+    return "no champion" if version is None else f"version {version}"
 
 
 def promote(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 import warnings
@@ -40,7 +41,14 @@ from training import plots
 from training.card import model_card
 from training.compare import Evaluation, evaluate_fit, flat_metrics
 from training.evaluate import rank_metrics
-from training.registry import Gate, GateResult, champion_version, register
+from training.registry import (
+    Gate,
+    GateResult,
+    champion_version,
+    mark_incomplete,
+    register,
+    registry_lock,
+)
 from training.train import Fitted, Progress, TrainConfig, check_table, fit, split_counts
 
 EXPERIMENT = "pe-risk"
@@ -208,6 +216,44 @@ def _champion_on_test(
     return {"version": champ.version, "auroc": auroc}
 
 
+PID_TAG, HOST_TAG = "pe_risk.pid", "pe_risk.host"
+
+
+def _process_gone(pid: str | None, host: str | None, started_ms: int) -> bool:
+    """Whether the process that started a run on this machine has ended (a pid since
+    reused by a process started after the run counts as ended)."""
+    import psutil
+
+    if host != socket.gethostname() or not (pid or "").isdigit():
+        return False  # another machine's run, or one from before the tags: not ours to judge
+    try:
+        return psutil.Process(int(pid)).create_time() * 1000 > started_ms + 1000
+    except psutil.NoSuchProcess:
+        return True
+
+
+def end_dead_runs(client: MlflowClient, experiment_id: str, say: Progress) -> list[str]:
+    """Mark KILLED every RUNNING run of the experiment whose process on this machine has
+    ended (a training killed mid-way stays RUNNING in MLflow forever), its trials with it."""
+    ended = []
+    for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+        tags = r.data.tags
+        if "mlflow.parentRunId" in tags or not _process_gone(
+            tags.get(PID_TAG), tags.get(HOST_TAG), r.info.start_time
+        ):
+            continue
+        children = client.search_runs(
+            [experiment_id], f"tags.mlflow.parentRunId = '{r.info.run_id}'"
+        )
+        for run in [*children, r]:
+            if run.info.status == "RUNNING":
+                client.set_tag(run.info.run_id, "pe_risk.ended", "its process ended mid-run")
+                client.set_terminated(run.info.run_id, "KILLED")
+        say(f"  run {r.info.run_id} was left RUNNING by a process that ended: marked KILLED")
+        ended.append(r.info.run_id)
+    return ended
+
+
 def train_and_track(
     data: TrainingData,
     config: TrainConfig,
@@ -226,8 +272,10 @@ def train_and_track(
     name = settings.model_name
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    experiment_id = _experiment_id(client, settings)
+    end_dead_runs(client, experiment_id, say)
     with mlflow.start_run(
-        experiment_id=_experiment_id(client, settings),
+        experiment_id=experiment_id,
         # Named for what decides the fit (data and seed), not the clock: MLflow keeps the
         # start time, and the same table trained twice reads as the same experiment.
         run_name=f"train-{data.digest[:8]}-seed{config.seed}",
@@ -236,6 +284,9 @@ def train_and_track(
             "trained_on": data.trained_on,
             "data_digest": data.digest,
             "pe_risk_version": version("pe-risk"),
+            # which process runs it: a later run ends it if that process is gone
+            PID_TAG: str(os.getpid()),
+            HOST_TAG: socket.gethostname(),
         },
     ) as run:
         say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
@@ -273,55 +324,79 @@ def train_and_track(
         evaluation = evaluate_fit(
             fitted, data.report.columns, n_boot=n_boot, seed=config.seed, truth=data.truth
         )
-        evaluation.champion = _champion_on_test(client, name, data, fitted, say)
         timings["evaluate"] = time.perf_counter() - t0 - timings["fit"]
-        result = gate.check(evaluation)
-        mlflow.log_metrics(flat_metrics(evaluation))
-
-        model = fitted.model
-        model.info.update(
-            metrics={k: asdict(e) for k, e in evaluation.metrics.items()},
-            baselines={
-                k: {"title": v["title"], "auroc": v["metrics"]["auroc"].value}
-                for k, v in evaluation.baselines.items()
-                if "metrics" in v
-            },
-            gate={"passed": result.passed, "checks": result.checks},
-            training_ranges=_training_ranges(fitted),
-            # the table's average risks, which the report draws beside the patient's
-            event_rate=_average_risk(fitted),
-            rows=len(fitted.x),
-            pe_now=_pe_now_info(evaluation),
-            horizons={
-                str(h): {k: asdict(e) for k, e in m.items()} for h, m in evaluation.horizons.items()
-            },
-        )
-        card = model_card(model, fitted, evaluation, result, data=_data_info(data, fitted))
-        say("logging plots, model card and model")
-        with tempfile.TemporaryDirectory() as tmp:
-            _log_artifacts(Path(tmp), fitted, evaluation, result, card, data)
-            model_dir = model.save(Path(tmp) / "model")
-            with _without_mlflow_hints():
-                model_info = _log_model(model_dir, data, model)
-        mlflow.set_tag("gate_passed", str(result.passed).lower())
-        outcome = Outcome(
-            run.info.run_id, model_info.model_uri, result, evaluation, fitted, timings=timings
-        )
-        if result.passed and register_model:
-            mv = register(
-                client,
-                name,
-                model_info.model_uri,
-                run.info.run_id,
-                model_info.model_id,
-                result,
-                tags=_version_tags(data, evaluation),
-                description=f"{data.trained_on}; test AUROC {evaluation.metrics['auroc'].text()}",
+        # one run at a time compares with the champion and registers: a second run is
+        # compared with the model the first one promoted (issue 20)
+        with registry_lock(settings.state_dir / "registry.lock", say):
+            mark_incomplete(client, name, say)
+            evaluation.champion = _champion_on_test(client, name, data, fitted, say)
+            outcome = _judge_and_register(
+                client, name, data, fitted, evaluation, gate, run, register_model, say
             )
-            outcome.version = str(mv.version)
-            mlflow.set_tag("registered_version", mv.version)
-            say(f"registered {name} version {mv.version}; alias 'champion' now points to it")
+        outcome.timings = timings
     timings["total"] = time.perf_counter() - t0
+    return outcome
+
+
+def _judge_and_register(
+    client: MlflowClient,
+    name: str,
+    data: TrainingData,
+    fitted: Fitted,
+    evaluation: Evaluation,
+    gate: Gate,
+    run: Any,
+    register_model: bool,
+    say: Progress,
+) -> Outcome:
+    """Gate, model card and logged model of a run; the new version, champion, if it passes.
+    Called under ``registry_lock`` after ``evaluation.champion`` is set."""
+    champ = evaluation.champion
+    result = gate.check(evaluation)
+    mlflow.log_metrics(flat_metrics(evaluation))
+
+    model = fitted.model
+    model.info.update(
+        metrics={k: asdict(e) for k, e in evaluation.metrics.items()},
+        baselines={
+            k: {"title": v["title"], "auroc": v["metrics"]["auroc"].value}
+            for k, v in evaluation.baselines.items()
+            if "metrics" in v
+        },
+        gate={"passed": result.passed, "checks": result.checks},
+        training_ranges=_training_ranges(fitted),
+        # the table's average risks, which the report draws beside the patient's
+        event_rate=_average_risk(fitted),
+        rows=len(fitted.x),
+        pe_now=_pe_now_info(evaluation),
+        horizons={
+            str(h): {k: asdict(e) for k, e in m.items()} for h, m in evaluation.horizons.items()
+        },
+    )
+    card = model_card(model, fitted, evaluation, result, data=_data_info(data, fitted))
+    say("logging plots, model card and model")
+    with tempfile.TemporaryDirectory() as tmp:
+        _log_artifacts(Path(tmp), fitted, evaluation, result, card, data)
+        model_dir = model.save(Path(tmp) / "model")
+        with _without_mlflow_hints():
+            model_info = _log_model(model_dir, data, model)
+    mlflow.set_tag("gate_passed", str(result.passed).lower())
+    outcome = Outcome(run.info.run_id, model_info.model_uri, result, evaluation, fitted)
+    if result.passed and register_model:
+        mv = register(
+            client,
+            name,
+            model_info.model_uri,
+            run.info.run_id,
+            model_info.model_id,
+            result,
+            tags=_version_tags(data, evaluation),
+            description=f"{data.trained_on}; test AUROC {evaluation.metrics['auroc'].text()}",
+            compared_with=None if champ is None else str(champ["version"]),
+        )
+        outcome.version = str(mv.version)
+        mlflow.set_tag("registered_version", mv.version)
+        say(f"registered {name} version {mv.version}; alias 'champion' now points to it")
     return outcome
 
 

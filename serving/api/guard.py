@@ -7,16 +7,21 @@ document it. What each path accepts comes from the route registry (``serving.api
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from models.settings import get_settings
 from serving.api.responses import NOT_A_LINK, error, send_json, send_page
 from serving.api.routes import Routes
+from serving.api.schemas import MAX_ITEMS, MAX_MEMBERS
 
 
 async def _not_found(send: Send, routes: Routes, path: str) -> None:
@@ -32,13 +37,15 @@ async def _not_found(send: Send, routes: Routes, path: str) -> None:
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # linear: no nested quantifier backtracks
 
 
-def _depth_exceeds(body: bytes, limit: int) -> bool:
-    """True when JSON arrays/objects nest deeper than ``limit`` (brackets in strings ignored).
+def scan(body: bytes) -> tuple[int, int]:
+    """The deepest nesting of arrays and objects in a JSON body, and its object members in
+    all (one ``:`` each), read from the bytes before parsing (brackets and colons inside
+    strings ignored).
 
     Vectorised, so a 32 MiB body costs milliseconds (the decoder would otherwise recurse
-    into a deep body): a bracket is inside a string when an odd number of quotes precede
-    it. Escaped quotes break that count, so a body with backslashes has its strings
-    blanked by one regex pass first.
+    into a deep body): a byte is inside a string when an odd number of quotes precede it.
+    Escaped quotes break that count, so a body with backslashes has its strings blanked by
+    one regex pass first.
     """
     if b"\\" in body:
         body = _JSON_STRING.sub(b'""', body)
@@ -46,14 +53,123 @@ def _depth_exceeds(body: bytes, limit: int) -> bool:
     quote = a == 0x22
     opening = (a == 0x5B) | (a == 0x7B)
     closing = (a == 0x5D) | (a == 0x7D)
-    at = np.flatnonzero(quote | opening | closing)  # the few bytes that matter, in order
+    colon = a == 0x3A
+    at = np.flatnonzero(quote | opening | closing | colon)  # the few bytes that matter, in order
     outside = (np.cumsum(quote[at]) & 1) == 0
     step = opening[at].astype(np.int32) - closing[at]
-    return bool(at.size) and int(np.cumsum(step * outside).max()) > limit
+    depth = int(np.cumsum(step * outside).max(initial=0))
+    return depth, int(np.count_nonzero(colon[at] & outside))
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON; send a number or null")
+
+
+_CONTAINERS = (dict, list)
+
+
+def _census(doc: dict[str, Any]) -> tuple[int, bool]:
+    """The parsed body's object members in all, and whether an object has more than
+    ``MAX_MEMBERS`` members or an array more than ``MAX_ITEMS`` items (one pass, no paths:
+    a 10,000-record batch costs ~20 ms; ``_name_too_wide`` names the culprit)."""
+    members, too_wide = 0, False
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            members += len(value)
+            too_wide |= len(value) > MAX_MEMBERS
+            stack.extend([v for v in value.values() if type(v) in _CONTAINERS])
+        else:
+            too_wide |= len(value) > MAX_ITEMS
+            stack.extend([v for v in value if type(v) in _CONTAINERS])
+    return members, too_wide
+
+
+def _walk(doc: Any, at: str = "") -> Iterator[tuple[str, Any]]:
+    """Every value of a parsed body with its path (``patients[3].d_dimer.unit``)."""
+    yield at, doc
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _walk(v, f"{at}.{k}" if at else str(k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _walk(v, f"{at}[{i}]")
+
+
+def _name_too_wide(doc: dict[str, Any]) -> dict[str, Any]:
+    for at, value in _walk(doc):
+        where = at or "the body"
+        if isinstance(value, dict) and len(value) > MAX_MEMBERS:
+            return error(
+                f"{where}: {len(value)} members in one object; at most {MAX_MEMBERS} are read "
+                "(a patient record has fewer than 60 fields)",
+                at,
+                None,
+                "size",
+            )
+        if isinstance(value, list) and len(value) > MAX_ITEMS:
+            return error(
+                f"{where}: {len(value)} items in one array; at most {MAX_ITEMS} are read "
+                "in one request: split it",
+                at,
+                None,
+                "size",
+            )
+    raise AssertionError("_census found a container too wide that the walk does not")
+
+
+def _name_duplicate(body: bytes) -> dict[str, Any]:
+    def refuse_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in seen:
+                raise _DuplicateKeyError(k, seen[k], v)
+            seen[k] = v
+        return seen
+
+    try:
+        json.loads(body, object_pairs_hook=refuse_twice)
+    except _DuplicateKeyError as dup:
+        first, last = (json.dumps(v, default=str)[:40] for v in (dup.first, dup.last))
+        return error(
+            f"{dup.key!r} is sent twice in one object ({first}, then {last}); send each "
+            "field once: which one was meant is not guessed",
+            dup.key,
+            None,
+            "duplicate",
+        )
+    raise AssertionError("the member counts differ but no key is sent twice")
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: str, first: Any, last: Any) -> None:
+        self.key, self.first, self.last = key, first, last
+
+
+def _lone_surrogate(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A key or text holding a lone UTF-16 surrogate (``"\\ud800"``): valid JSON escapes,
+    but not Unicode text, so no answer, log line or hash could carry it."""
+    for at, value in _walk(doc):
+        texts = (
+            [value] if isinstance(value, str) else list(value) if isinstance(value, dict) else []
+        )
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = text.encode("utf-8", "backslashreplace").decode()[:60]
+                return error(
+                    f'{at or "the body"}: "{shown}" holds a lone UTF-16 surrogate, which is '
+                    "not Unicode text; send text as UTF-8",
+                    at,
+                    None,
+                    "text",
+                )
+    return None
+
+
+_CLOSE = [(b"connection", b"close")]  # after a refused body: none of it is read further
 
 
 class RequestGuard:
@@ -63,11 +179,15 @@ class RequestGuard:
         routes: Routes,
         max_bytes: int = 32 * 1024 * 1024,
         max_depth: int = 32,
+        body_timeout_s: float | None = None,
     ) -> None:
         self.app = app
         self.routes = routes
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        if body_timeout_s is None:
+            body_timeout_s = get_settings().body_timeout_s
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,7 +208,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         fhir = route.errors == "fhir"
-        ctype = dict(scope.get("headers") or []).get(b"content-type", accepted[0])
+        headers = dict(scope.get("headers") or [])
+        ctype = headers.get(b"content-type", accepted[0])
         if ctype.split(b";")[0].strip().lower() not in accepted:
             shown = ctype.decode("latin-1")[:100]
             names = " or ".join(a.decode() for a in accepted)
@@ -105,28 +226,17 @@ class RequestGuard:
                 fhir,
             )
             return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await send_json(
-                    send,
-                    413,
-                    error(
-                        f"the request body is larger than {self.max_bytes} bytes", "", None, "size"
-                    ),
-                    (),
-                    fhir,
-                )
-                return
-        problem = self._check(bytes(body))
-        if problem:
-            await send_json(send, 400, problem, (), fhir)
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:  # refused before reading
+            await self._too_large(send, fhir)
+            return
+        read = await self._read_body(receive, send, fhir)
+        if read is None:
+            return
+        body = bytes(read)
+        refused = self._check(body)
+        if refused:
+            await send_json(send, *refused, (), fhir)
             return
         replayed = False
 
@@ -135,27 +245,68 @@ class RequestGuard:
             if replayed:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         # BentoML's own 400 bodies are rewritten; the mounted apps already answer in shape
-        await self.app(scope, replay, _ErrorShape(send) if route.bentoml_api else send)
+        shaped = _ErrorShape(send, body, route.fields) if route.bentoml_api else send
+        await self.app(scope, replay, shaped)
 
-    def _check(self, body: bytes) -> dict[str, Any] | None:
+    async def _too_large(self, send: Send, fhir: bool) -> None:
+        text = f"the request body is larger than {self.max_bytes} bytes"
+        await send_json(send, 413, error(text, "", None, "size"), _CLOSE, fhir)
+
+    async def _read_body(self, receive: Receive, send: Send, fhir: bool) -> bytearray | None:
+        """The whole body, or None once the caller is answered: 413 past ``max_bytes``, 408
+        when it has not arrived within ``body_timeout_s`` (a caller that sends headers and
+        stalls holds a coroutine, never a worker thread, and is then disconnected)."""
+        body = bytearray()
+        more = True
+        try:
+            async with asyncio.timeout(self.body_timeout_s):  # one timer, not a task per read
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > self.max_bytes:
+                        await self._too_large(send, fhir)
+                        return None
+        except TimeoutError:
+            text = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            await send_json(send, 408, error(text, "", None, "timeout"), _CLOSE, fhir)
+            return None
+        return body
+
+    def _check(self, body: bytes) -> tuple[int, dict[str, Any]] | None:
+        """The status and error body of a body this guard refuses, else None."""
         if not body.strip():
-            return error("the request body is empty; send a JSON object")
-        if _depth_exceeds(body, self.max_depth):
-            return error(f"the JSON nests deeper than {self.max_depth} levels", "", None, "depth")
-        try:  # orjson is ~8× faster; it refuses NaN and integers beyond 64 bits, so the
-            doc = orjson.loads(body)  # standard library judges what it refuses
+            return 400, error("the request body is empty; send a JSON object")
+        depth, members = scan(body)
+        if depth > self.max_depth:
+            return 400, error(
+                f"the JSON nests deeper than {self.max_depth} levels", "", None, "depth"
+            )
+        try:  # orjson is ~8× faster; it refuses NaN, lone surrogates and integers beyond
+            doc = orjson.loads(body)  # 64 bits, so the standard library judges what it refuses
+            text_checked = True
         except orjson.JSONDecodeError:
             try:
                 doc = json.loads(body, parse_constant=_reject_constant)
             except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity
-                return error(f"the body is not valid JSON: {exc}")
+                return 400, error(f"the body is not valid JSON: {exc}")
+            text_checked = False  # the standard library keeps a lone surrogate ("\ud800")
         if not isinstance(doc, dict):
-            return error(
+            return 400, error(
                 f"the body must be a JSON object, not {type(doc).__name__}", "", None, "type"
             )
+        if not text_checked and (problem := _lone_surrogate(doc)):
+            return 400, problem
+        parsed, too_wide = _census(doc)
+        if too_wide:
+            return 413, _name_too_wide(doc)
+        if parsed != members:  # a key sent twice keeps only its last value
+            return 400, _name_duplicate(body)
         return None
 
     async def _patched_spec(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,8 +333,9 @@ class RequestGuard:
 class _ErrorShape:
     """Rewrite BentoML's own 400 bodies ({error, detail: [pydantic errors]}) into ``ErrorBody``."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, request: bytes, fields: tuple[str, ...]) -> None:
         self.send = send
+        self.request, self.fields = request, fields
         self.start: dict[str, Any] | None = None
         self.chunks: list[bytes] = []
 
@@ -200,10 +352,29 @@ class _ErrorShape:
         self.chunks.append(message.get("body", b""))
         if message.get("more_body"):
             return
-        await send_json(self.send, 400, _as_error_body(b"".join(self.chunks)))
+        body = _as_error_body(b"".join(self.chunks), self.request, self.fields)
+        await send_json(self.send, 400, body)
 
 
-def _as_error_body(raw: bytes) -> dict[str, Any]:
+def _sent(request: Any, loc: list[str]) -> Any:
+    """The value the caller sent at ``loc``, when it is a short scalar (echoed in the error)."""
+    value = request
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    if isinstance(value, str):
+        return value[:100]
+    return value if isinstance(value, int | float | bool) else None
+
+
+def _as_error_body(raw: bytes, request: bytes, fields: tuple[str, ...]) -> dict[str, Any]:
+    """BentoML's 400 as ``ErrorBody``: each problem with its field, the value sent and what
+    is accepted, and the problem itself as the error (not "1 validation error for
+    BatchRequestIODescriptor")."""
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -212,19 +383,28 @@ def _as_error_body(raw: bytes) -> dict[str, Any]:
         doc = doc[0]
     if not isinstance(doc, dict):
         return error(str(doc)[:500])
-    detail = doc.get("detail")
+    try:
+        sent = orjson.loads(request)
+    except orjson.JSONDecodeError:
+        sent = None
     items = []
-    if isinstance(detail, list):
-        for d in detail:
-            if isinstance(d, dict) and "loc" in d:
-                loc = [str(p) for p in d.get("loc", []) if p not in ("body",)]
-                items.append(
-                    {
-                        "field": ".".join(loc),
-                        "value": None,
-                        "rule": str(d.get("type", "invalid")),
-                        "message": f"{'.'.join(loc) or 'body'}: {d.get('msg', '')}",
-                    }
-                )
-    message = str(doc.get("error", "invalid request"))
-    return {"error": message, "detail": items or error(message)["detail"]}
+    for d in doc.get("detail") if isinstance(doc.get("detail"), list) else []:
+        if not (isinstance(d, dict) and "loc" in d):
+            continue
+        loc = [str(p) for p in d.get("loc", []) if p not in ("body",)]
+        at = ".".join(loc)
+        rule = str(d.get("type", "invalid"))
+        message = f"{at or 'body'}: {d.get('msg', '')}"
+        if rule == "extra_forbidden" and len(loc) == 1 and fields:
+            near = difflib.get_close_matches(loc[0], fields, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            message = f"{at}: not a field of this request (send {', '.join(fields)}){hint}"
+        items.append({"field": at, "value": _sent(sent, loc), "rule": rule, "message": message})
+    if not items:
+        return error(str(doc.get("error", "invalid request")))
+    head = (
+        items[0]["message"]
+        if len(items) == 1
+        else f"{len(items)} problems: " + "; ".join(i["message"] for i in items[:3])
+    )
+    return {"error": head, "detail": items}

@@ -41,12 +41,15 @@ def patch_openapi(spec: dict[str, Any], routes: Routes) -> dict[str, Any]:
     schemas["ErrorBody"] = body_schema
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     texts = {
-        "400": "malformed request (not JSON, NaN/Infinity, too deep, wrong shape)",
+        "400": "malformed request (not JSON, NaN/Infinity, not Unicode, a key sent twice, "
+        "too deep, wrong shape)",
         "401": "bearer token required",
         "403": "bearer token not valid",
-        "413": "request body too large",
+        "408": "the request body did not arrive in time",
+        "413": "request too large (bytes, members of an object, items of an array)",
         "415": "Content-Type is not application/json",
         "422": "the record breaks the data contract (field, value, rule named)",
+        "503": "the audit log cannot be written: no answer is given",
     }
     for schema in schemas.values():
         _nullable_defaults(schema)
@@ -83,9 +86,14 @@ _AUTH = {
     "403": {"description": "bearer token not valid", "content": _ERROR},
 }
 _GUARDS = {
-    "400": {"description": "not JSON, too deep or malformed", "content": _ERROR},
-    "413": {"description": "request body too large", "content": _ERROR},
+    "400": {
+        "description": "not JSON, not Unicode, a key twice, too deep or malformed",
+        "content": _ERROR,
+    },
+    "408": {"description": "the request body did not arrive in time", "content": _ERROR},
+    "413": {"description": "request too large (bytes, members, items)", "content": _ERROR},
     "415": {"description": "Content-Type not accepted", "content": _ERROR},
+    "503": {"description": "the audit log cannot be written", "content": _ERROR},
 }
 
 
@@ -99,9 +107,11 @@ def interop_paths() -> dict[str, Any]:
             "401": "bearer token required",
             "403": "bearer token not valid",
             "404": "the patient parameter names no Patient in the bundle",
-            "413": "request body too large",
+            "408": "the request body did not arrive in time",
+            "413": "request too large (bytes, or more than 10,000 entries)",
             "415": "Content-Type is not application/fhir+json or application/json",
             "422": "the bundle cannot give a valid record (issues name the resources)",
+            "503": "the audit log cannot be written: no answer is given",
         }.items()
     }
     bundle = {

@@ -31,6 +31,7 @@ class Route:
     mount: bool = False
     root_answers: bool = False  # a mount whose own address (no trailing slash) answers too
     bentoml_api: bool = False  # a @bentoml.api route: BentoML's own 400s are rewritten
+    fields: tuple[str, ...] = ()  # a @bentoml.api route's body fields, named in its 400s
 
     def matches(self, path: str) -> bool:
         if not self.mount:
@@ -55,12 +56,13 @@ class Routes:
         return next((r for r in self._mounts if r.matches(path)), None)
 
 
-def registry(api_paths: Iterable[str], mounts: Iterable[Route]) -> Routes:
-    """The health probes, the BentoML APIs (JSON bodies) and the mounted apps."""
+def registry(apis: Iterable[tuple[str, Iterable[str]]], mounts: Iterable[Route]) -> Routes:
+    """The health probes, the BentoML APIs (path and body fields; JSON bodies) and the
+    mounted apps."""
     return Routes(
         [
             *(Route(p, auth="open") for p in HEALTH),
-            *(Route(p, accepts=JSON_BODY, bentoml_api=True) for p in api_paths),
+            *(Route(p, accepts=JSON_BODY, bentoml_api=True, fields=tuple(f)) for p, f in apis),
             *mounts,
         ]
     )

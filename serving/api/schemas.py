@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from features.contract import FIELDS
 
+#: the limits of one request, declared once (the guard, the batch model and the CDS Hooks
+#: feedback read them): records in a batch, members of any JSON object, items of any JSON
+#: array (a FHIR bundle's entries included), feedback items, and errors listed per record
 MAX_BATCH = 10_000
+MAX_MEMBERS = 256
+MAX_ITEMS = MAX_BATCH
+MAX_FEEDBACK = 100
+MAX_ERRORS = 50
 
 
 def _record_in() -> type[BaseModel]:

@@ -1,5 +1,5 @@
-"""What the server tells its operators: metrics labelled by route template, and an access
-log without report-link tokens (issue 20).
+"""What the server tells its operators: metrics labelled by route template, an access log
+without report-link tokens and an error log without request values (issue 20).
 
 BentoML labels its request metrics (``bentoml_service_request_total``, ``_duration``,
 ``_in_progress``) with the raw request path. Two consequences: every opened report link
@@ -13,9 +13,10 @@ followed by ``*`` (``/report-link/*``, ``/cds-services/*``), BentoML's own pages
 path, and ``other`` for anything else. The app below it still gets the real path. The
 label set is therefore bounded by the route registry (``serving.api.routes``).
 
-``scrub_access_log()`` does the same for BentoML's access log (logger ``bentoml.access``),
+``scrub_logs()`` does the same for BentoML's access log (logger ``bentoml.access``),
 which wrote every request's path: a report link's token becomes ``*`` before the record is
-formatted.
+formatted; and it keeps the values of a request BentoML's model refuses out of BentoML's
+error log, whose pydantic traceback quoted them (patient_id included).
 """
 
 from __future__ import annotations
@@ -104,8 +105,32 @@ class _ScrubLinks(logging.Filter):
         return True
 
 
-def scrub_access_log() -> None:
-    """Keep report-link tokens out of BentoML's access log (idempotent)."""
-    logger = logging.getLogger("bentoml.access")
-    if not any(isinstance(f, _ScrubLinks) for f in logger.filters):
-        logger.addFilter(_ScrubLinks())
+class _NoInputValues(logging.Filter):
+    """BentoML logs the traceback of a request its model refuses, and pydantic's message
+    quotes the input (``input_value={'patient_id': 'MRN7731', ...}``): the record becomes
+    one line with the number and kinds of the errors, which the caller already has."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            kinds = sorted({e["type"] for e in exc.errors(include_input=False)})
+            record.msg = (
+                f"{record.msg} (%d validation errors: %s; the request's values are not logged)"
+            )
+            record.args = (*(record.args or ()), exc.error_count(), ", ".join(kinds))  # type: ignore[misc]
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def scrub_logs() -> None:
+    """Keep report-link tokens out of BentoML's access log, and request values out of its
+    error log (idempotent)."""
+    for name, kind in (
+        ("bentoml.access", _ScrubLinks),
+        ("bentoml._internal.server.http_app", _NoInputValues),
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())

@@ -36,10 +36,11 @@ from models.artifact import PERiskModel
 from models.settings import Settings
 from serving.answer.predict import model_block
 from serving.answer.report import report_html
-from serving.api.audit import input_hash
+from serving.api.audit import AuditUnavailable, input_hash
 from serving.api.responses import NOT_A_LINK, error, html_page, json_response
 from serving.api.routes import FHIR_BODY, JSON_BODY
 from serving.api.routes import Route as Mount
+from serving.api.schemas import MAX_FEEDBACK
 from serving.interop.cds import (
     HOOKS,
     ORDER_SELECT,
@@ -377,8 +378,12 @@ async def cds_feedback(request: Request) -> Response:
             error(f"no CDS service {service_id!r}", "id", service_id, "not_found"), 404
         )
     doc = _loads(await request.body())
+    items = doc.get("feedback")
+    if isinstance(items, list) and len(items) > MAX_FEEDBACK:  # each is an audit line
+        message = f"feedback: {len(items)} items in one call; at most {MAX_FEEDBACK} are taken"
+        return json_response(error(message, "feedback", None, "size"), 413)
     try:
-        rows = _feedback_rows(doc.get("feedback"))
+        rows = _feedback_rows(items)
     except ValueError as exc:
         where = str(exc).split(":", 1)[0]
         return json_response(error(str(exc), where, None, "cds"), 400)
@@ -418,9 +423,22 @@ async def _not_found_html(request: Request, exc: Exception) -> Response:
     return HTMLResponse(html_page(NOT_A_LINK), status_code=404)
 
 
+async def _unavailable_fhir(request: Request, exc: Exception) -> Response:
+    return _outcome(503, [Issue("error", "transient", str(exc))])
+
+
+async def _unavailable_json(request: Request, exc: Exception) -> Response:
+    return json_response(error(str(exc), "", None, "unavailable"), 503)
+
+
+async def _unavailable_html(request: Request, exc: Exception) -> Response:
+    text = "The report cannot be shown now: the service cannot write its audit log."
+    return HTMLResponse(html_page(text), status_code=503)
+
+
 fhir_app = Starlette(
     routes=[Route("/risk-assessment", fhir_risk_assessment, methods=["POST"])],
-    exception_handlers={404: _not_found_fhir},
+    exception_handlers={404: _not_found_fhir, AuditUnavailable: _unavailable_fhir},
 )
 cds_app = Starlette(
     routes=[
@@ -428,11 +446,11 @@ cds_app = Starlette(
         Route("/{service_id}", cds_call, methods=["POST"]),
         Route("/{service_id}/feedback", cds_feedback, methods=["POST"]),
     ],
-    exception_handlers={404: _not_found_json},
+    exception_handlers={404: _not_found_json, AuditUnavailable: _unavailable_json},
 )
 report_link_app = Starlette(
     routes=[Route("/{token}", report_link, methods=["GET"])],
-    exception_handlers={404: _not_found_html},
+    exception_handlers={404: _not_found_html, AuditUnavailable: _unavailable_html},
 )
 
 #: the apps the service mounts, each with its entry in the route registry (serving.api.routes)

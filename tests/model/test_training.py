@@ -326,6 +326,7 @@ def test_registration_that_fails_midway_is_rolled_back(trained, tracking) -> Non
             trained.gate,
             tags={"../not a tag": "x"},
             description="must not survive",
+            compared_with=trained.version,
         )
     after = [(v.version, v.aliases) for v in client.search_model_versions("name='pe-risk'")]
     assert after == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from tests.processes import server_process
 pytestmark = [pytest.mark.service, pytest.mark.integration]
 
 TOKEN = "server-test-token"
+BODY_TIMEOUT_S = 2
 #: one client for the real-server calls: on a busy 2-core machine a first answer (the FHIR
 #: models, a cold worker) can take longer than httpx's 5-second default
 HTTP = httpx.Client(timeout=60.0)
@@ -44,6 +46,7 @@ def server(served_state, tmp_path_factory):
         "PE_RISK_STATE_DIR": str(served_state.state_dir),
         "BENTOML_HOME": str(served_state.bentoml_home),
         "PE_RISK_API_TOKEN": TOKEN,
+        "PE_RISK_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     }
     with bentoml_serve("serving.service:PERisk", env, ROOT, log_path) as url:
         yield url, log_path
@@ -206,8 +209,23 @@ def test_identifiers_never_reach_the_server_log(server) -> None:
         json=base_record(patient_id="SECRET-MRN-78", stage="9"),
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
+    # refused by BentoML's own model: its traceback quoted the input (issue 20)
+    r = HTTP.post(
+        f"{url}/predict_batch",
+        json={"patients": [base_record(patient_id="SECRET-MRN-79")], "explain": "maybe"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert r.status_code == 400
+    r = HTTP.post(
+        f"{url}/predict",
+        content=b'{"patient_id": "SECRET-MRN-80\\ud800", "age": 70}',
+        headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["detail"][0]["field"] == "patient_id"
     time.sleep(0.5)
-    assert "SECRET-MRN" not in log_path.read_text()
+    log = log_path.read_text()
+    assert "SECRET-MRN" not in log and "input_value" not in log
+    assert "validation errors: bool_parsing; the request's values are not logged" in log
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path) -> None:
@@ -277,3 +295,70 @@ def test_a_real_server_takes_cds_calls_signed_by_a_registered_ehr(served_state, 
         api = {"Authorization": f"Bearer {TOKEN}"}
         assert HTTP.post(f"{url}/cds-services/pe-risk", json=call, headers=api).status_code == 401
         assert HTTP.post(f"{url}/predict", json=base_record(), headers=api).status_code == 200
+
+
+def _stalled(url: str, n: int) -> list[socket.socket]:
+    """``n`` callers that send a request's headers and the start of its body, then stall."""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"age":'
+    ).encode()
+    out = []
+    for _ in range(n):
+        s = socket.create_connection((host, port))
+        s.sendall(head)
+        out.append(s)
+    return out
+
+
+def test_stalled_uploads_get_408_and_do_not_lock_callers_out(server) -> None:
+    """400 connections that sent headers and stalled took every concurrency slot: callers
+    got 429 for ~10 s, the stalled ones 504. Now a body is read before a slot is taken, and
+    one that has not arrived in PE_RISK_BODY_TIMEOUT_S gets 408 and its connection closed."""
+    url, _ = server
+    stalled = _stalled(url, 300)  # more than the service's max_concurrency (256)
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        codes = [
+            HTTP.post(
+                f"{url}/predict", json=base_record(), headers={"Authorization": f"Bearer {TOKEN}"}
+            ).status_code
+            for _ in range(5)
+        ]
+        assert codes == [200] * 5
+        assert time.monotonic() - t0 < BODY_TIMEOUT_S  # served while the stalled ones wait
+        answers = set()
+        for s in stalled:
+            s.settimeout(30)
+            received = b""
+            while chunk := s.recv(65536):  # until the server closes the connection
+                received += chunk
+            answers.add(received.split(b"\r\n", 1)[0])
+        assert answers == {b"HTTP/1.1 408 Request Timeout"}
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_an_unwritable_audit_log_fails_readiness_on_a_real_server(server, served_state) -> None:
+    """BentoML's /readyz said ready while every answer failed; now it fails until the log
+    can be written, and the answers say why (503)."""
+    url, log_path = server
+    audit = served_state.log_dir / "audit.jsonl"
+    kept = audit.with_suffix(".kept-server")
+    audit.touch()
+    audit.rename(kept)
+    audit.mkdir()
+    try:
+        assert HTTP.get(f"{url}/readyz").status_code == 503
+        r = HTTP.post(
+            f"{url}/predict", json=base_record(), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert r.status_code == 503 and "cannot be written (Is a directory)" in r.json()["error"]
+    finally:
+        audit.rmdir()
+        kept.rename(audit)
+    assert HTTP.get(f"{url}/readyz").status_code == 200
+    assert "not ready: the audit log" in log_path.read_text()

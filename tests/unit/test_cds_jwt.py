@@ -185,7 +185,7 @@ def test_with_cds_clients_registered_the_cds_routes_need_their_jwt(tmp_path):
         ]
     )
     routes = registry(
-        ["/predict"], [Route("/cds-services/", auth="cds", mount=True, root_answers=True)]
+        [("/predict", ())], [Route("/cds-services/", auth="cds", mount=True, root_answers=True)]
     )
     private = keys()
     v = verifier(tmp_path, {EHR: {"jwks": public_jwks(private)}}, NOW)

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.api.guard import _depth_exceeds
+from serving.api.guard import _census, scan
 from serving.api.responses import json_response
 
 # strings full of what the check must not be fooled by: brackets, quotes and backslashes
@@ -32,7 +32,24 @@ def _depth(value: Any) -> int:
 @given(_JSON, st.integers(0, 8), st.booleans())
 def test_the_nesting_check_agrees_with_the_parsed_depth(value, limit, ascii_only) -> None:
     body = json.dumps(value, ensure_ascii=ascii_only).encode()
-    assert _depth_exceeds(body, limit) == (_depth(value) > limit)
+    assert (scan(body)[0] > limit) == (_depth(value) > limit)
+
+
+def _members(value: Any) -> int:
+    if isinstance(value, list):
+        return sum(map(_members, value))
+    if isinstance(value, dict):
+        return len(value) + sum(map(_members, value.values()))
+    return 0
+
+
+@given(_JSON, st.booleans())
+def test_the_member_count_agrees_with_the_parsed_body(value, ascii_only) -> None:
+    """The guard finds a key sent twice by comparing this count with the parsed body's:
+    colons inside strings (keys and values alike) must not count."""
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert scan(body)[1] == _members(value)
+    assert _census({"v": value})[0] == _members(value) + 1
 
 
 def test_a_released_answer_is_sent_whole_then_freed() -> None:
