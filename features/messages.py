@@ -148,10 +148,15 @@ def missing_issue(spec: FieldSpec) -> FieldIssue:
     )
 
 
+def closest_field(name: str, extra_known: Iterable[str] = ()) -> str | None:
+    """The contract field (or one of ``extra_known``) that ``name`` is likely a misspelling of."""
+    close = difflib.get_close_matches(name, [*BY_NAME, *extra_known], n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def unknown_issue(name: str, value: Any, extra_known: Iterable[str] = ()) -> FieldIssue:
-    known = [*BY_NAME, *extra_known]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-    hint = f"; did you mean {close[0]!r}?" if close else "; see the data contract for field names"
+    close = closest_field(name, extra_known)
+    hint = f"; did you mean {close!r}?" if close else "; see the data contract for field names"
     return FieldIssue(
         name, _plain(value), "unknown_field", f"{name!r} is not a field of the patient record{hint}"
     )

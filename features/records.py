@@ -40,7 +40,7 @@ from features.messages import (
     range_issue,
     unit_issue,
 )
-from features.units import DDU_UNITS, UnitError, accepted_units, factor, normalise_unit
+from features.units import DDU_CAVEAT, DDU_UNITS, UnitError, accepted_units, factor, normalise_unit
 
 
 class RecordError(ValueError):
@@ -216,9 +216,8 @@ def _given_and_warnings(
                     RecordWarning(
                         spec.name,
                         q.model_dump(),
-                        f"d_dimer was given in DDU and converted to {value:g} mg/L FEU with the "
-                        "approximate factor FEU ≈ 2 × DDU (assay-dependent); check against the "
-                        "assay's own FEU cut-off",
+                        f"d_dimer was given in DDU and converted to {value:g} mg/L FEU "
+                        + DDU_CAVEAT,
                     )
                 )
         if spec.usual is not None and not spec.usual[0] <= value <= spec.usual[1]:

@@ -42,6 +42,7 @@ from features.contract import (
 from features.messages import (
     FieldIssue,
     choice_issue,
+    closest_field,
     missing_issue,
     range_issue,
     show,
@@ -49,7 +50,15 @@ from features.messages import (
     unit_issue,
     unknown_issue,
 )
-from features.units import LAB_UNITS, UnitError, convert_column, factor
+from features.units import (
+    DDU_CAVEAT,
+    DDU_UNITS,
+    LAB_UNITS,
+    UnitError,
+    convert_column,
+    factor,
+    normalise_unit,
+)
 
 UNIT_SUFFIX = "_unit"
 _TRUE = frozenset({"true", "1", "1.0"})
@@ -86,6 +95,8 @@ class TableReport:
     #: ``pe_days``, ``death_days``, ``followup_days`` (floats, NaN = absent) when the table
     #: has the time-to-event columns; empty otherwise
     times: dict[str, np.ndarray] = field(default_factory=dict)
+    #: what is worth knowing but invalidates nothing: columns that are not read
+    notices: list[RowIssue] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +117,7 @@ class TableReport:
             outcome=None if self.outcome is None else self.outcome[keep],
             meta={k: v[keep] for k, v in self.meta.items()},
             times={k: v[keep] for k, v in self.times.items()},
+            notices=self.notices,
         )
 
     def frame(self, *, with_outcome: bool = True) -> pd.DataFrame:
@@ -145,27 +157,39 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
         When True (training), a table with neither ``pe_event`` nor the time-to-event
         columns is an error. Outcome values are checked whenever their columns are there.
     """
+    df = split_unit_cells(df)
     n = len(df)
     issues: list[RowIssue] = []
+    notices: list[RowIssue] = []
     bad = np.zeros(n, dtype=bool)
     columns: dict[str, np.ndarray] = {}
 
     outcomes = (OUTCOME, *TIME_OUTCOMES)
     allowed = {*BY_NAME, *outcomes, *TABLE_META, *(f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS)}
+    unread = []
     for col in df.columns:
-        if col not in allowed:
+        if col in allowed:
+            continue
+        if closest_field(str(col), (*outcomes, *TABLE_META)):  # misspelt: never silently unread
             fi = unknown_issue(str(col), None, extra_known=(*outcomes, *TABLE_META))
-            issues.append(
-                RowIssue(
-                    None,
-                    str(col),
-                    None,
-                    fi.rule,
-                    fi.message.replace(
-                        "a field of the patient record", "a column of the data contract"
-                    ),
-                )
+            message = fi.message.replace(
+                "a field of the patient record", "a column of the data contract"
             )
+            issues.append(RowIssue(None, str(col), None, fi.rule, message))
+        else:
+            unread.append(str(col))
+    if unread:  # an export's own columns (identifiers, wards...): a notice, no row is bad
+        notices.append(
+            RowIssue(
+                None,
+                ", ".join(unread),
+                None,
+                "not_read",
+                f"{len(unread)} column{'s' if len(unread) > 1 else ''} not in the data contract "
+                f"{'are' if len(unread) > 1 else 'is'} not read: {', '.join(unread)} (map "
+                "them to contract fields with a column map, or list them under its ignore)",
+            )
+        )
     for name in REQUIRED:
         if name not in df.columns:
             issues.append(
@@ -181,6 +205,19 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
         values, cell_issues = _check_column(
             spec, raw, None if units is None else units.to_numpy(object)
         )
+        if units is not None and spec.name == "d_dimer":  # as a record's warning says it
+            ddu = int(sum(isinstance(u, str) and normalise_unit(u) in DDU_UNITS for u in units))
+            if ddu:
+                notices.append(
+                    RowIssue(
+                        None,
+                        spec.name,
+                        None,
+                        "converted",
+                        f"{ddu} d_dimer value{'s were' if ddu > 1 else ' was'} given in DDU and "
+                        f"converted to mg/L FEU {DDU_CAVEAT}",
+                    )
+                )
         columns[spec.name] = values
         for row, issue in cell_issues:
             issues.append(RowIssue(row + 1, issue.field, issue.value, issue.rule, issue.message))
@@ -190,16 +227,15 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
     if OUTCOME in df.columns:
         outcome, out_bad = _check_outcome(df[OUTCOME].to_numpy(object))
         for row in np.flatnonzero(out_bad):
-            v = df[OUTCOME].iloc[row]
-            issues.append(
-                RowIssue(
-                    int(row) + 1,
-                    OUTCOME,
-                    _py(v),
-                    "outcome",
-                    f"{OUTCOME}={show(_py(v))} is not accepted; give 0 or 1",
-                )
+            v = _py(df[OUTCOME].iloc[row])
+            blank = v is None or (isinstance(v, float) and v != v) or str(v).strip() == ""
+            text = (
+                f"{OUTCOME} is blank; give 0 or 1 (a row whose outcome is not known cannot "
+                "train: leave it out, or give the time-to-event columns)"
+                if blank
+                else f"{OUTCOME}={show(v)} is not accepted; give 0 or 1"
             )
+            issues.append(RowIssue(int(row) + 1, OUTCOME, None if blank else v, "outcome", text))
         bad |= out_bad
     times, time_issues = _check_times(df, outcome)
     for issue in time_issues:
@@ -222,7 +258,32 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
         bad[:] = True
     meta = {m: df[m].to_numpy(object) for m in TABLE_META if m in df.columns}
     issues.sort(key=lambda i: (-1 if i.row is None else i.row, i.field))
-    return TableReport(n, columns, issues, bad, outcome, meta, times)
+    return TableReport(n, columns, issues, bad, outcome, meta, times, notices)
+
+
+def split_unit_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """A lab column holding the record's ``{"value": 1800, "unit": "ng/mL{FEU}"}`` cells as
+    a value column and its ``<lab>_unit`` column (what the API accepts, a table accepts)."""
+    split = {}
+    for lab in LAB_UNITS:
+        if lab not in df.columns or df[lab].dtype != object:
+            continue
+        cells = df[lab].to_numpy(object)
+        dicts = np.array([isinstance(v, dict) for v in cells])
+        if not dicts.any():
+            continue
+        unit_col = f"{lab}{UNIT_SUFFIX}"
+        units = (
+            df[unit_col].to_numpy(object).copy()
+            if unit_col in df.columns
+            else np.full(len(df), None, dtype=object)
+        )
+        values = cells.copy()
+        for r in np.flatnonzero(dicts):
+            values[r] = cells[r].get("value")
+            units[r] = cells[r].get("unit", units[r])
+        split[lab], split[unit_col] = values, units
+    return df.assign(**split) if split else df
 
 
 def _empty(spec: FieldSpec, n: int) -> np.ndarray:

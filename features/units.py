@@ -61,6 +61,11 @@ LAB_UNITS: dict[str, LabUnits] = {
     "soluble_p_selectin": LabUnits("ng/mL", {"ng/mL": 1.0, "ug/L": 1.0}),
 }
 
+#: what a D-dimer converted from DDU is told, wherever it is converted
+DDU_CAVEAT = (
+    "with the approximate factor FEU ≈ 2 × DDU (assay-dependent); check against the "
+    "assay's own FEU cut-off"
+)
 DDU_UNITS = frozenset(u for u in LAB_UNITS["d_dimer"].factors if u.endswith("{DDU}"))
 
 
@@ -110,7 +115,17 @@ def _unit_hint(field: str, code: str) -> str:
     bare = [u for u in accepted if u.split("{")[0] == code]
     if bare:
         return f"{spec.note or 'it is ambiguous'}: one of {bare}"
+    squeezed = {_squeeze(u): u for u in accepted}  # "ng/mL FEU", "ng/ml(FEU)" → ng/mL{FEU}
+    if _squeeze(code) in squeezed:
+        return (
+            f"did you mean '{squeezed[_squeeze(code)]}'? (UCUM writes an annotation such "
+            f"as FEU in braces; accepted units are {accepted})"
+        )
     return f"accepted units are {accepted}"
+
+
+def _squeeze(unit: str) -> str:
+    return "".join(c for c in unit.lower() if c.isalnum() or c in "/*^.")
 
 
 def to_canonical(field: str, value: float, unit: str | None) -> float:

@@ -17,9 +17,13 @@ and gets one row per record with the columns
 ``new_pe_180d``  (a model trained on ``pe_event`` only has ``new_pe_180d`` alone)
 
 The input is a table in the data contract as read from CSV or Parquet (no outcome
-column needed; outcome columns, ``site`` and ``index_date`` are ignored). Every row is
-validated first; a bad row raises ``ValueError`` naming the row, the field, the value
-and what is accepted, and nothing is predicted.
+column needed; outcome columns, ``site`` and ``index_date`` are ignored), or the
+hospital's own export when the model was trained with a column map (``--map``): the
+model keeps the map and reads the export the same way. A lab cell may hold the record's
+``{"value": 1800, "unit": "ng/mL{FEU}"}``, or a ``<lab>_unit`` column give its unit;
+columns the contract does not name are not read. Every row is validated first; a bad
+row raises ``ValueError`` naming the row, the field, the value and what is accepted, and
+nothing is predicted.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import mlflow
 import pandas as pd
 
 from features.contract import OUTCOME, TABLE_META, TIME_OUTCOMES
+from features.mapping import ColumnMap
 from features.table import issue_lines, validate_table
 from models.artifact import PERiskModel
 
@@ -46,7 +51,9 @@ class PERiskPyfunc(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        frame = model_input.drop(columns=[OUTCOME, *TIME_OUTCOMES, *TABLE_META], errors="ignore")
+        cmap = self.model.info.get("column_map")  # the export read as in training
+        frame = ColumnMap.from_dict(cmap).apply(model_input) if cmap else model_input
+        frame = frame.drop(columns=[OUTCOME, *TIME_OUTCOMES, *TABLE_META], errors="ignore")
         report = validate_table(frame)
         if report.issues:
             shown = issue_lines(

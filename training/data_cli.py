@@ -12,6 +12,18 @@ import typer
 
 from models.console import read_record
 
+#: a column map (features.mapping): the export's own names, codes and units → the contract
+MapOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--map",
+        help="A column map (YAML or JSON): your column names, values and units → the data "
+        "contract (see the README).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
 PathArg = Annotated[
     Path,
     typer.Argument(
@@ -56,16 +68,18 @@ def validate(
     limit: Annotated[
         int, typer.Option(help="Print at most this many issues (all go to --report).")
     ] = 50,
+    column_map: MapOpt = None,
 ) -> None:
     """Check every row of a table against the data contract and report every bad row.
 
     Exit status: 0 when every row is valid (or, with --drop-invalid, when valid rows
     remain), 1 when any row is bad, 2 when the file cannot be read.
     """
-    from features.table import read_table, validate_table, write_report
+    from features.mapping import read_mapped
+    from features.table import validate_table, write_report
 
     try:
-        df = read_table(path)
+        df = read_mapped(path, column_map)
     except (ValueError, OSError) as exc:
         typer.echo(f"error: cannot read {path}: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -75,6 +89,8 @@ def validate(
         f"{result.n_bad} invalid, {len(result.issues)} issues "
         "(row 1 = first data row)"
     )
+    for notice in result.notices:
+        typer.echo(f"  {'notice':>10}  {notice.message}")
     if result.issues:
         shown = result.issues[:limit]
         for i in shown:

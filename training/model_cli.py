@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from models.console import progress
+from training.data_cli import MapOpt
 
 EXIT_GATE_FAILED = 3
 
@@ -90,6 +91,7 @@ def train(
         Path | None,
         typer.Option(help="Where to write the row report when the table has bad rows (CSV)."),
     ] = None,
+    column_map: MapOpt = None,
 ) -> None:
     """Train, evaluate against the clinical scores, log to MLflow, and promote if it passes the gate."""
     from features.table import issue_lines, write_report
@@ -107,9 +109,9 @@ def train(
     if synthetic is not None:
         data = synth.cohort_file(settings, synthetic, seed, say)
     assert data is not None
-    say(f"reading and validating {data}")
+    say(f"reading and validating {data}" + (f" through {column_map}" if column_map else ""))
     try:
-        table = load_training_data(data, trained_on)
+        table = load_training_data(data, trained_on, column_map)
     except (ValueError, OSError) as exc:
         typer.echo(f"error: cannot read {data}: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -196,33 +198,57 @@ def train(
 
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Also list the runs whose model the gate refused, and why."),
+    ] = False,
 ) -> None:
     """List the registered versions of the model with their aliases, metrics and gate."""
     import json
 
     from models.settings import get_settings
-    from training.registry import versions
-    from training.track import client_for
+    from training.registry import refused_runs, versions
+    from training.track import EXPERIMENT, client_for
 
     settings = get_settings()
-    rows = versions(client_for(settings), settings.model_name)
+    client = client_for(settings)
+    rows = versions(client, settings.model_name)
+    refused: list[dict] = []
+    if show_all and (exp := client.get_experiment_by_name(EXPERIMENT)) is not None:
+        refused = refused_runs(client, exp.experiment_id)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(
+            json.dumps({"versions": rows, "refused_runs": refused} if show_all else rows, indent=2)
+        )
         return
-    if not rows:
+    if not rows and not refused:
         typer.echo(
             f"no registered versions of {settings.model_name!r} at {settings.mlflow_tracking_uri}; "
             "run `pe-risk train`"
         )
         return
+    width = max([7, *(len(r["aliases"]) for r in rows)])
+
+    def num(v: float | None, f: str = ".3f") -> str:
+        return "" if v is None else format(v, f)
+
     typer.echo(
-        f"{'ver':>4} {'aliases':<12} {'created':<17} {'AUROC':<6} {'slope':<6} {'icpt':<7} {'gate':<7} trained on"
+        f"{'ver':>4} {'aliases':<{width}} {'created':<16} {'AUROC':>6} {'slope':>6} "
+        f"{'icpt':>7} {'gate':<10} trained on"
     )
     for r in rows:
         typer.echo(
-            f"{r['version']:>4} {r['aliases']:<12} {r['created']:<17} {r['auroc']:<6} "
-            f"{r['slope']:<6} {r['intercept']:<7} {r['gate']:<7} {r['trained_on']}"
+            f"{r['version']:>4} {r['aliases']:<{width}} {r['created']:<16} {num(r['auroc']):>6} "
+            f"{num(r['slope']):>6} {num(r['intercept']):>7} {r['gate']:<10} {r['trained_on']}"
         )
+    for r in refused:
+        typer.echo(
+            f"{'-':>4} {'':<{width}} {r['created']:<16} {num(r['auroc']):>6} "
+            f"{num(r['slope']):>6} {num(r['intercept']):>7} {'refused':<10} {r['trained_on']}"
+        )
+        typer.echo(f"{'':>5}run {r['run_id']}: {r['refused_because'] or 'the gate refused it'}")
+    if not show_all:
+        typer.echo("(`pe-risk models --all` also lists the runs the gate refused, and why)")
 
 
 def promote(
@@ -274,12 +300,49 @@ def import_model(
     typer.echo(f"imported {settings.model_name} version {version} as BentoML model {tag}")
 
 
+def ui(
+    port: Annotated[int, typer.Option(help="The port of the MLflow UI.")] = 5000,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the command instead of running it.")
+    ] = False,
+) -> None:
+    """Open MLflow's UI on pe-risk's own store (runs, models, evaluations) at 127.0.0.1.
+
+    Plain `mlflow ui` opens MLflow's default store (./mlflow.db), an empty one, and
+    leaves that file behind.
+    """
+    import shlex
+    import subprocess
+
+    from models.settings import get_settings
+
+    settings = get_settings()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        settings.mlflow_tracking_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    if settings.mlflow_tracking_uri.startswith("sqlite:"):
+        command += ["--default-artifact-root", settings.mlflow_artifact_root.as_uri()]
+    if print_only:
+        typer.echo(shlex.join(command))
+        return
+    typer.echo(f"MLflow UI for {settings.mlflow_tracking_uri} on http://127.0.0.1:{port}")
+    raise typer.Exit(subprocess.call(command))
+
+
 def register(app: typer.Typer) -> None:
-    """The model commands: train, models, promote, import-model."""
+    """The model commands: train, models, promote, import-model, ui."""
     app.command()(train)
     app.command("models")(models_list)
     app.command()(promote)
     app.command("import-model")(import_model)
+    app.command()(ui)
 
 
 if __name__ == "__main__":  # pragma: no cover

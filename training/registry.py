@@ -9,7 +9,8 @@ The gate (issue 4; thresholds after Van Calster B et al., BMC Med 2019;17:230):
   calibration slope is in [0.8, 1.2] and |intercept| ≤ 0.1: a model that over-predicts
   on incomplete records (as real EHR extracts are) is not promoted;
 - when a champion exists, the new model's AUROC on the same test rows is not lower than
-  the champion's by more than ``champion_tolerance``.
+  the champion's by more than ``champion_tolerance`` (unless the champion was trained on
+  synthetic data and this model on a real table: it need not beat a demonstration model).
 
 Only a model that passes is registered, and ``champion`` moves to it. A failed gate, or
 any error before the alias is set, leaves the registry exactly as it was.
@@ -102,6 +103,15 @@ class Gate:
                 self.missing_max_abs_intercept,
             )
         champ = evaluation.champion
+        if champ and champ.get("synthetic"):  # the shipped demonstration model, not a bar
+            checks.append(
+                _check(
+                    f"champion v{champ['version']} was trained on synthetic data: not compared",
+                    None,
+                    "a model trained on real data need not beat a synthetic one",
+                    True,
+                )
+            )
         if self.champion_tolerance is not None and champ and "auroc" in champ:
             checks.append(
                 _check(
@@ -141,6 +151,15 @@ class GateResult:
     passed: bool
     checks: list[dict[str, Any]]
     thresholds: dict[str, Any] = field(default_factory=dict)
+
+    def failed(self) -> list[str]:
+        """The checks that failed, each with its value and rule."""
+        return [
+            f"{c['check']}: {'n/a' if c['value'] is None else format(c['value'], '.3f')} "
+            f"({c['rule']})"
+            for c in self.checks
+            if not c["passed"]
+        ]
 
     def lines(self) -> list[str]:
         out = []
@@ -190,7 +209,13 @@ def mark_incomplete(client: MlflowClient, name: str, say: Callable[[str], None])
         return []
     marked = []
     for mv in found:
-        if "gate_passed" not in mv.tags and "incomplete" not in mv.tags:
+        if "gate_passed" in mv.tags or "incomplete" in mv.tags or mv.aliases:
+            continue  # tagged, marked already, or in use (registered by hand or older tools)
+        try:
+            running = client.get_run(mv.run_id).info.status == "RUNNING" if mv.run_id else False
+        except MlflowException:
+            running = False
+        if not running:  # a run still going may be tagging it right now
             why = f"run {mv.run_id} ended before tagging this version; it was never promoted"
             client.set_model_version_tag(name, mv.version, "incomplete", why)
             say(f"  {name} version {mv.version} is incomplete: {why}")
@@ -265,6 +290,8 @@ def promote(
 ) -> ModelVersion:
     """Point ``alias`` at ``version`` by hand; a version that failed its gate needs ``force``."""
     mv = client.get_model_version(name, version)
+    if "incomplete" in mv.tags:  # its registration never finished: not even with --force
+        raise ValueError(f"{name} version {version} is incomplete: {mv.tags['incomplete']}")
     if mv.tags.get("gate_passed") != "true" and not force:
         raise ValueError(
             f"{name} version {version} did not pass the quality gate "
@@ -295,12 +322,44 @@ def versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
                 "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
                     "%Y-%m-%d %H:%M"
                 ),
-                "auroc": t.get("test_auroc", ""),
-                "slope": t.get("calibration_slope", ""),
-                "intercept": t.get("calibration_intercept", ""),
-                "gate": {"true": "passed", "false": "failed"}.get(t.get("gate_passed", ""), "?"),
+                "auroc": _number(t.get("test_auroc")),
+                "slope": _number(t.get("calibration_slope")),
+                "intercept": _number(t.get("calibration_intercept")),
+                "gate": "incomplete"
+                if "incomplete" in t
+                else {"true": "passed", "false": "failed"}.get(t.get("gate_passed", ""), "?"),
                 "trained_on": t.get("trained_on", ""),
                 "run_id": mv.run_id,
             }
         )
     return sorted(rows, key=lambda r: -r["version"])
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def refused_runs(client: MlflowClient, experiment_id: str) -> list[dict[str, Any]]:
+    """Training runs whose model the gate refused (never registered), newest first, with
+    the checks that failed: what ``pe-risk models --all`` shows beside the versions."""
+    found = client.search_runs(
+        [experiment_id], "tags.gate_passed = 'false'", order_by=["attributes.start_time DESC"]
+    )
+    return [
+        {
+            "run_id": run.info.run_id,
+            "created": datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime(
+                "%Y-%m-%d %H:%M"
+            ),
+            "auroc": run.data.metrics.get("test_auroc"),
+            "slope": run.data.metrics.get("test_calibration_slope"),
+            "intercept": run.data.metrics.get("test_calibration_intercept"),
+            "gate": "refused",
+            "trained_on": run.data.tags.get("trained_on", ""),
+            "refused_because": run.data.tags.get("gate_failed", ""),
+        }
+        for run in found
+    ]

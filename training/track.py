@@ -32,8 +32,9 @@ from mlflow import MlflowClient
 
 import models
 from features.contract import FIELDS, OUTCOME, TABLE_META, TIME_OUTCOMES, new_pe_column
+from features.mapping import ColumnMap, load_map, read_mapped
 from features.spec import MODEL_FEATURE_NAMES, spec_table
-from features.table import UNIT_SUFFIX, TableReport, read_table, validate_table
+from features.table import UNIT_SUFFIX, TableReport, validate_table
 from features.units import LAB_UNITS
 from models.artifact import NEW_PE, PE_NOW, PERiskModel
 from models.settings import Settings
@@ -66,6 +67,7 @@ class TrainingData:
     trained_on: str
     synthetic: bool = False
     truth: pd.DataFrame | None = None  # synthetic cohorts only: the generator's probabilities
+    column_map: ColumnMap | None = None  # how the table was read; the model keeps it
 
     @property
     def digest(self) -> str:
@@ -74,11 +76,15 @@ class TrainingData:
         return h.hexdigest()[:16]
 
 
-def load_training_data(path: Path, trained_on: str | None = None) -> TrainingData:
-    """Read and validate a table; a pe-risk synthetic cohort brings its metadata and truth."""
+def load_training_data(
+    path: Path, trained_on: str | None = None, column_map: Path | ColumnMap | None = None
+) -> TrainingData:
+    """Read and validate a table (through ``column_map`` when given); a pe-risk synthetic
+    cohort brings its metadata and truth."""
     from training.cohort import read_meta, read_truth, truth_path
 
-    frame = read_table(path)
+    cmap = load_map(column_map) if isinstance(column_map, str | Path) else column_map
+    frame = read_mapped(path, cmap)
     report = validate_table(frame, require_outcome=True)
     try:
         meta = read_meta(path)
@@ -92,7 +98,7 @@ def load_training_data(path: Path, trained_on: str | None = None) -> TrainingDat
             if synthetic
             else f"table {path.name}"
         )
-    return TrainingData(report, frame, str(path.resolve()), trained_on, synthetic, truth)
+    return TrainingData(report, frame, str(path.resolve()), trained_on, synthetic, truth, cmap)
 
 
 @dataclass
@@ -161,24 +167,28 @@ def _experiment_id(client: MlflowClient, settings: Settings) -> str:
     return client.create_experiment(EXPERIMENT, artifact_location=location)
 
 
-def input_schema() -> Any:
-    """Every contract column (and ``<lab>_unit``), optional and of any type: the pyfunc's own
-    validation names the row, field and value of anything wrong, which MLflow's cannot."""
+def input_schema(column_map: ColumnMap | None = None) -> Any:
+    """Every contract column (and ``<lab>_unit``), and the export's own columns that the
+    model's column map reads, optional and of any type: the pyfunc's own validation names
+    the row, field and value of anything wrong, which MLflow's cannot (and MLflow drops the
+    columns its schema does not name before the pyfunc sees them)."""
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     names = [f.name for f in FIELDS] + [f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS]
     # accepted and ignored, so that a training table can be scored as is
     names += [OUTCOME, *TIME_OUTCOMES, *TABLE_META]
+    if column_map is not None:
+        names += [c for c in column_map.columns if c not in names]
     return Schema([ColSpec(AnyType(), name, required=False) for name in names])
 
 
-def _signature(model: PERiskModel) -> Any:
+def _signature(model: PERiskModel, column_map: ColumnMap | None) -> Any:
     """Records in; ``pe_now`` and ``new_pe_<h>d`` out (``models.pyfunc``)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
     outputs = Schema([ColSpec("double", name) for name in model.columns()])
-    return ModelSignature(inputs=input_schema(), outputs=outputs)
+    return ModelSignature(inputs=input_schema(column_map), outputs=outputs)
 
 
 def _training_ranges(fitted: Fitted) -> dict[str, list[float]]:
@@ -200,8 +210,14 @@ def _champion_on_test(
     champ = champion_version(client, name)
     if champ is None:
         return None
+    if champ.tags.get("synthetic") == "true" and not data.synthetic:
+        say(
+            f"  champion v{champ.version} was trained on synthetic data: a model trained on "
+            "real data is not required to beat it"
+        )
+        return {"version": champ.version, "synthetic": True}
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{champ.version}")  # the one compared
         task = fitted.heads[NEW_PE].task
         rows = task.rows(fitted.splits.test)
         horizon = task.horizons[-1]
@@ -216,18 +232,44 @@ def _champion_on_test(
     return {"version": champ.version, "auroc": auroc}
 
 
-PID_TAG, HOST_TAG = "pe_risk.pid", "pe_risk.host"
+#: which process runs a training: machine, PID namespace, pid and the process's own start
+#: time (the kernel's, not the clock MLflow stamps runs with)
+PROCESS_TAG = "pe_risk.process"
 
 
-def _process_gone(pid: str | None, host: str | None, started_ms: int) -> bool:
-    """Whether the process that started a run on this machine has ended (a pid since
-    reused by a process started after the run counts as ended)."""
+def _machine() -> str:
+    """This machine and PID namespace: containers may share a hostname, not both."""
+    parts = [socket.gethostname()]
+    for path in ("/etc/machine-id", "/proc/self/ns/pid"):
+        try:
+            parts.append(
+                os.readlink(path) if path.startswith("/proc") else Path(path).read_text().strip()
+            )
+        except OSError:
+            parts.append("?")
+    return "|".join(parts)
+
+
+def process_identity(pid: int | None = None) -> str:
+    """The ``PROCESS_TAG`` of a process (default: this one)."""
     import psutil
 
-    if host != socket.gethostname() or not (pid or "").isdigit():
-        return False  # another machine's run, or one from before the tags: not ours to judge
+    pid = os.getpid() if pid is None else pid
+    return f"{_machine()}|{pid}|{psutil.Process(pid).create_time():.3f}"
+
+
+def _process_gone(identity: str | None) -> bool:
+    """Whether the process named by a run's ``PROCESS_TAG`` has ended: it ran on this
+    machine and namespace, and no process with its pid and start time exists (a pid since
+    reused by another process counts as ended)."""
+    import psutil
+
+    machine, _, rest = (identity or "").rpartition("|")
+    machine, _, pid = machine.rpartition("|")
+    if machine != _machine() or not pid.isdigit():
+        return False  # another machine's run, or one from before the tag: not ours to judge
     try:
-        return psutil.Process(int(pid)).create_time() * 1000 > started_ms + 1000
+        return abs(psutil.Process(int(pid)).create_time() - float(rest)) > 0.01
     except psutil.NoSuchProcess:
         return True
 
@@ -238,9 +280,7 @@ def end_dead_runs(client: MlflowClient, experiment_id: str, say: Progress) -> li
     ended = []
     for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
         tags = r.data.tags
-        if "mlflow.parentRunId" in tags or not _process_gone(
-            tags.get(PID_TAG), tags.get(HOST_TAG), r.info.start_time
-        ):
+        if "mlflow.parentRunId" in tags or not _process_gone(tags.get(PROCESS_TAG)):
             continue
         children = client.search_runs(
             [experiment_id], f"tags.mlflow.parentRunId = '{r.info.run_id}'"
@@ -285,8 +325,7 @@ def train_and_track(
             "data_digest": data.digest,
             "pe_risk_version": version("pe-risk"),
             # which process runs it: a later run ends it if that process is gone
-            PID_TAG: str(os.getpid()),
-            HOST_TAG: socket.gethostname(),
+            PROCESS_TAG: process_identity(),
         },
     ) as run:
         say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
@@ -307,6 +346,9 @@ def train_and_track(
             "run_id": run.info.run_id,
             "model_name": name,
         }
+        if data.column_map is not None:  # the pyfunc reads the export the same way
+            info["column_map"] = data.column_map.as_dict()
+            mlflow.log_dict(data.column_map.as_dict(), "column_map.json")
         fitted = fit(
             data.report,
             config,
@@ -381,6 +423,8 @@ def _judge_and_register(
         with _without_mlflow_hints():
             model_info = _log_model(model_dir, data, model)
     mlflow.set_tag("gate_passed", str(result.passed).lower())
+    if not result.passed:  # why, where `pe-risk models --all` and the MLflow UI show it
+        mlflow.set_tag("gate_failed", "; ".join(result.failed())[:4000])
     outcome = Outcome(run.info.run_id, model_info.model_uri, result, evaluation, fitted)
     if result.passed and register_model:
         mv = register(
@@ -450,7 +494,7 @@ def _log_model(model_dir: Path, data: TrainingData, model: Any) -> Any:
         python_model=str(PYFUNC_CODE),
         artifacts={"model": str(model_dir)},
         code_paths=[str(Path(p).parent) for p in (models.__file__, _features_init())],
-        signature=_signature(model),
+        signature=_signature(model, data.column_map),
         input_example=_example(data),
         pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
     )

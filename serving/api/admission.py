@@ -62,7 +62,11 @@ def install(build: Build) -> None:
         if scope["type"] != "http":
             await original_call(self, scope, receive, send)
             return
-        await self._pe_risk_chain(scope, receive, send)
+        chain = getattr(self, "_pe_risk_chain", None)  # None: built before install()
+        if chain is None:
+            await original_call(self, scope, receive, send)  # Admission guards inside
+            return
+        await chain(scope, receive, send)
 
     cls.__init__ = init
     cls.__call__ = admitted_call

@@ -21,6 +21,9 @@ from serving.api.cds_jwt import CdsJwtVerifier, JwtError, ReplayStore, load_issu
 from serving.api.responses import error, send_json
 from serving.api.routes import Routes
 
+#: a refused caller's body is not read: the connection is not reused
+_CLOSE = [(b"connection", b"close")]
+
 
 def cds_verifier(settings: Settings) -> CdsJwtVerifier | None:
     """The JWT check of ``PE_RISK_CDS_ISSUERS`` (None when no CDS client is registered)."""
@@ -69,12 +72,15 @@ class BearerAuth:
             send,
             401,
             error(why, "Authorization", None, "auth"),
-            [(b"www-authenticate", b'Bearer realm="pe-risk cds-services"')],
+            [(b"www-authenticate", b'Bearer realm="pe-risk cds-services"'), *_CLOSE],
             False,
         )
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the service has none: never an unguarded way in
+            await send({"type": "websocket.close", "code": 1008})
+            return
         path = scope.get("path", "")
         route = self.routes.find(path) if scope["type"] == "http" else None
         if route is not None and route.auth == "cds" and self.cds is not None:
@@ -102,7 +108,7 @@ class BearerAuth:
                     None,
                     "auth",
                 ),
-                [(b"www-authenticate", b'Bearer realm="pe-risk"')],
+                [(b"www-authenticate", b'Bearer realm="pe-risk"'), *_CLOSE],
                 fhir,
             )
             return
@@ -111,7 +117,7 @@ class BearerAuth:
                 send,
                 403,
                 error("the bearer token is not valid", "Authorization", None, "auth"),
-                (),
+                _CLOSE,
                 fhir,
             )
             return

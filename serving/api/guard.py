@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.settings import get_settings
@@ -116,7 +117,12 @@ def _name_too_wide(doc: dict[str, Any]) -> dict[str, Any]:
                 None,
                 "size",
             )
-    raise AssertionError("_census found a container too wide that the walk does not")
+    return error(
+        f"an object or array is wider than {MAX_MEMBERS} members or {MAX_ITEMS} items",
+        "",
+        None,
+        "size",
+    )
 
 
 def _name_duplicate(body: bytes) -> dict[str, Any]:
@@ -129,7 +135,7 @@ def _name_duplicate(body: bytes) -> dict[str, Any]:
         return seen
 
     try:
-        json.loads(body, object_pairs_hook=refuse_twice)
+        json.loads(body.decode("utf-8", "replace"), object_pairs_hook=refuse_twice)
     except _DuplicateKeyError as dup:
         first, last = (json.dumps(v, default=str)[:40] for v in (dup.first, dup.last))
         return error(
@@ -139,7 +145,7 @@ def _name_duplicate(body: bytes) -> dict[str, Any]:
             None,
             "duplicate",
         )
-    raise AssertionError("the member counts differ but no key is sent twice")
+    return error("the body's objects do not read consistently; send each key once, in UTF-8")
 
 
 class _DuplicateKeyError(Exception):
@@ -170,6 +176,7 @@ def _lone_surrogate(doc: dict[str, Any]) -> dict[str, Any] | None:
 
 
 _CLOSE = [(b"connection", b"close")]  # after a refused body: none of it is read further
+_CHECK_INLINE_BYTES = 256 * 1024
 
 
 class RequestGuard:
@@ -222,7 +229,7 @@ class RequestGuard:
                     shown,
                     "content_type",
                 ),
-                (),
+                _CLOSE,
                 fhir,
             )
             return
@@ -234,7 +241,10 @@ class RequestGuard:
         if read is None:
             return
         body = bytes(read)
-        refused = self._check(body)
+        # a large body's checks take milliseconds to a second: off the event loop, which
+        # keeps reading other bodies, answering probes and timing out stalled callers
+        big = len(body) > _CHECK_INLINE_BYTES
+        refused = await run_in_threadpool(self._check, body) if big else self._check(body)
         if refused:
             await send_json(send, *refused, (), fhir)
             return
@@ -257,23 +267,29 @@ class RequestGuard:
 
     async def _read_body(self, receive: Receive, send: Send, fhir: bool) -> bytearray | None:
         """The whole body, or None once the caller is answered: 413 past ``max_bytes``, 408
-        when it has not arrived within ``body_timeout_s`` (a caller that sends headers and
-        stalls holds a coroutine, never a worker thread, and is then disconnected)."""
+        when no part of it arrives for ``body_timeout_s`` (a caller that sends headers and
+        stalls holds a coroutine, never a worker thread or a concurrency slot, and is then
+        disconnected)."""
         body = bytearray()
         more = True
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.body_timeout_s):  # one timer, not a task per read
+            # one timer, not a task per read, moved on by every chunk: a body may take
+            # as long as it needs while it keeps arriving; a pause longer than the
+            # timeout ends it
+            async with asyncio.timeout(self.body_timeout_s) as idle:
                 while more:
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return None
                     body += message.get("body", b"")
                     more = message.get("more_body", False)
+                    idle.reschedule(loop.time() + self.body_timeout_s)
                     if len(body) > self.max_bytes:
                         await self._too_large(send, fhir)
                         return None
         except TimeoutError:
-            text = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            text = f"the request body stopped arriving for {self.body_timeout_s:g} s"
             await send_json(send, 408, error(text, "", None, "timeout"), _CLOSE, fhir)
             return None
         return body
@@ -287,24 +303,24 @@ class RequestGuard:
             return 400, error(
                 f"the JSON nests deeper than {self.max_depth} levels", "", None, "depth"
             )
-        try:  # orjson is ~8× faster; it refuses NaN, lone surrogates and integers beyond
-            doc = orjson.loads(body)  # 64 bits, so the standard library judges what it refuses
-            text_checked = True
+        try:  # orjson is ~8× faster; it refuses NaN, lone surrogates and integers beyond 64
+            doc = orjson.loads(body)  # bits (as floats, imprecisely), so the standard library
+            text_checked = True  # judges what it refuses
         except orjson.JSONDecodeError:
-            try:
-                doc = json.loads(body, parse_constant=_reject_constant)
-            except ValueError as exc:  # JSONDecodeError, bad UTF-8, NaN/Infinity
-                return 400, error(f"the body is not valid JSON: {exc}")
+            try:  # UTF-8 only: the standard library would also read UTF-16 and UTF-32
+                doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+            except ValueError as exc:  # JSONDecodeError, not UTF-8, a BOM, NaN/Infinity
+                return 400, error(f"the body is not valid JSON in UTF-8: {exc}")
             text_checked = False  # the standard library keeps a lone surrogate ("\ud800")
         if not isinstance(doc, dict):
             return 400, error(
                 f"the body must be a JSON object, not {type(doc).__name__}", "", None, "type"
             )
-        if not text_checked and (problem := _lone_surrogate(doc)):
-            return 400, problem
-        parsed, too_wide = _census(doc)
+        parsed, too_wide = _census(doc)  # first: the walks below cost in proportion
         if too_wide:
             return 413, _name_too_wide(doc)
+        if not text_checked and (problem := _lone_surrogate(doc)):
+            return 400, problem
         if parsed != members:  # a key sent twice keeps only its last value
             return 400, _name_duplicate(body)
         return None

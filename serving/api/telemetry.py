@@ -114,6 +114,8 @@ class _NoInputValues(logging.Filter):
         from pydantic import ValidationError
 
         exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None and not isinstance(exc, ValidationError):  # or what it caused
+            exc = exc.__cause__ or exc.__context__
         if isinstance(exc, ValidationError):
             kinds = sorted({e["type"] for e in exc.errors(include_input=False)})
             record.msg = (

@@ -4,8 +4,6 @@ left without its gate tags."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +22,13 @@ from training.registry import (
     register,
     registry_lock,
 )
-from training.track import HOST_TAG, PID_TAG, TrainingData, end_dead_runs, train_and_track
+from training.track import (
+    PROCESS_TAG,
+    TrainingData,
+    end_dead_runs,
+    process_identity,
+    train_and_track,
+)
 from training.train import TrainConfig
 
 pytestmark = pytest.mark.model
@@ -106,28 +110,42 @@ def test_a_champion_moved_since_the_comparison_is_not_replaced(trained, tracking
 
 def test_a_run_whose_process_ended_is_marked_killed_by_the_next(state, tracking) -> None:
     """A training killed mid-way stayed RUNNING forever; the next run ends it (and its
-    trials), and leaves alone runs whose process lives or that another machine started."""
+    trials), and leaves alone runs whose process lives or that another machine started. The
+    process is named by its own start time, not by the clock MLflow stamps runs with (the
+    suite runs with the clock a year off)."""
     client = MlflowClient()
     experiment = client.create_experiment("dead-runs")
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # a real process that has ended: its pid names no live process of its age
-    here = socket.gethostname()
+    ended = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    ended_identity = process_identity(ended.pid)  # taken while it runs, as a run does
+    ended.communicate(b"")  # then it ends, as a killed training does
+    mine = process_identity()
+    # the same machine and pid namespace on a host of another name: not this machine
+    elsewhere_identity = "another-host|" + ended_identity.split("|", 1)[1]
+    # the same pid, started at another time: the pid was reused, the training ended
+    reused = "|".join([*mine.split("|")[:-1], "12.000"])
 
-    def run(pid: int, host: str, parent: str | None = None) -> str:
-        tags = {PID_TAG: str(pid), HOST_TAG: host}
-        if parent:
-            tags = {"mlflow.parentRunId": parent}
+    def run(identity: str | None, parent: str | None = None) -> str:
+        tags = {"mlflow.parentRunId": parent} if parent else {PROCESS_TAG: identity}
         return client.create_run(experiment, tags=tags).info.run_id
 
-    dead = run(gone.pid, here)
-    trial = run(0, here, parent=dead)
-    alive = run(os.getpid(), here)
-    elsewhere = run(gone.pid, "another-host")
+    dead = run(ended_identity)
+    trial = run(None, parent=dead)
+    alive = run(mine)
+    elsewhere = run(elsewhere_identity)
+    recycled = run(reused)
     said: list[str] = []
-    assert end_dead_runs(client, experiment, said.append) == [dead]
-    status = {r: client.get_run(r).info.status for r in (dead, trial, alive, elsewhere)}
-    assert status == {dead: "KILLED", trial: "KILLED", alive: "RUNNING", elsewhere: "RUNNING"}
-    assert dead in said[0]
+    assert sorted(end_dead_runs(client, experiment, said.append)) == sorted([dead, recycled])
+    status = {r: client.get_run(r).info.status for r in (dead, trial, alive, elsewhere, recycled)}
+    assert status == {
+        dead: "KILLED",
+        trial: "KILLED",
+        alive: "RUNNING",
+        elsewhere: "RUNNING",
+        recycled: "KILLED",
+    }
+    assert any(dead in m for m in said)
 
 
 def test_a_version_left_untagged_is_marked_and_never_promoted(
@@ -143,6 +161,8 @@ def test_a_version_left_untagged_is_marked_and_never_promoted(
     assert mark_incomplete(client, NAME, said.append) == []  # marked once
     monkeypatch.setenv("PE_RISK_STATE_DIR", str(state.state_dir))
     res = CliRunner().invoke(app, ["promote", str(bare.version)])
-    assert res.exit_code == 1 and "did not pass the quality gate" in res.output
+    assert res.exit_code == 1 and f"version {bare.version} is incomplete" in res.output
+    res = CliRunner().invoke(app, ["promote", str(bare.version), "--force"])  # not even forced
+    assert res.exit_code == 1 and "never promoted" in res.output
     assert str(champion_version(client, NAME).version) == trained.version
     client.delete_model_version(NAME, bare.version)

@@ -166,3 +166,18 @@ def test_an_unwritable_audit_log_answers_503_naming_it_and_fails_readiness(
 def test_readiness_returns_once_the_audit_log_can_be_written(client, audit_path) -> None:
     assert client.get("/readyz").status_code == 200
     assert client.post("/predict", json=base_record()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"age": 67, "stage": "\u2200"}'.encode("utf-16-le"),  # U+2200 is the bytes 00 22
+        "\ufeff".encode() + json.dumps(base_record()).encode(),  # a UTF-8 byte-order mark
+    ],
+    ids=["utf-16", "bom"],
+)
+def test_a_body_that_is_not_utf8_json_is_a_400(client, raw) -> None:
+    """The standard library reads UTF-16 on its own; the member count, taken from the
+    bytes, then disagreed with the parse and the guard answered 500."""
+    r = _post(client, "/predict", raw)
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]
