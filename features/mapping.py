@@ -70,6 +70,15 @@ class ColumnMap:
         unknown = [k for k in doc if k not in (*_SECTIONS, "source")]
         if unknown:
             raise MapError(f"{where}: {unknown[0]!r} is not a section; use {', '.join(_SECTIONS)}")
+        for section, kind in (
+            ("columns", Mapping),
+            ("values", Mapping),
+            ("units", Mapping),
+            ("ignore", list),
+        ):
+            if doc.get(section) is not None and not isinstance(doc[section], kind):
+                shape = "a list of column names" if kind is list else "a mapping"
+                raise MapError(f"{where}: {section}: give {shape}")
         columns = {str(k): str(v) for k, v in (doc.get("columns") or {}).items()}
         targets = _targets()
         for theirs, ours in columns.items():
@@ -94,6 +103,12 @@ class ColumnMap:
             if not isinstance(table, Mapping):
                 raise MapError(f"{where}: values.{name}: give {{your value: contract value}}")
             for theirs, ours in table.items():
+                if isinstance(theirs, bool):
+                    raise MapError(
+                        f"{where}: values.{name}: a key read as {str(theirs).lower()}: YAML "
+                        "reads yes/no/on/off/true/false as booleans; quote the code as the "
+                        'export writes it ("yes": true)'
+                    )
                 ok = ours in spec.choices if spec.kind is Kind.CATEGORY else isinstance(ours, bool)
                 if not ok:
                     accepted = (
@@ -105,10 +120,19 @@ class ColumnMap:
                     )
             values[str(name)] = {str(k): v for k, v in table.items()}
         units: dict[str, str | dict[str, str]] = {}
+        renamed = set(columns.values())
         for lab, given in (doc.get("units") or {}).items():
             if lab not in LAB_UNITS:
                 raise MapError(
                     f"{where}: units.{lab}: units are given for labs: {', '.join(LAB_UNITS)}"
+                )
+            if not isinstance(given, str | Mapping):
+                raise MapError(f"{where}: units.{lab}: give a unit, or {{your unit: UCUM unit}}")
+            if isinstance(given, str) and lab not in renamed:
+                raise MapError(
+                    f"{where}: units.{lab}: a unit for every row needs the export's own name "
+                    f"for the column under columns (e.g. plt: {lab}); a table with a column "
+                    f"named {lab} is the contract's, in its canonical unit"
                 )
             for unit in [given] if isinstance(given, str) else dict(given).values():
                 try:
@@ -119,6 +143,9 @@ class ColumnMap:
                 given if isinstance(given, str) else {str(k): v for k, v in given.items()}
             )
         ignore = tuple(str(c) for c in doc.get("ignore") or ())
+        both = sorted(set(ignore) & set(columns))
+        if both:
+            raise MapError(f"{where}: {both[0]!r} is both mapped (columns) and ignored")
         return cls(columns, values, units, ignore, str(doc.get("source") or source))
 
     def as_dict(self) -> dict[str, Any]:
@@ -142,24 +169,35 @@ class ColumnMap:
                 f"the table has both {clash[0]!r} and {theirs!r}, which the map names "
                 f"{clash[0]!r}: drop one, or list it under ignore"
             )
+        renamed = {ours for theirs, ours in self.columns.items() if theirs in df.columns}
         df = split_unit_cells(df.rename(columns=self.columns))  # {value, unit} cells too
         for name, table in self.values.items():
             if name in df.columns:
-                df[name] = [
-                    table.get(str(v).strip(), v) if isinstance(v, str | int | float) else v
-                    for v in df[name].to_numpy(object)
-                ]
+                df[name] = [_mapped(table, v) for v in df[name].to_numpy(object)]
         for lab, given in self.units.items():
             column = f"{lab}{UNIT_SUFFIX}"
             if isinstance(given, str):
-                if lab in df.columns and column not in df.columns:
-                    df[column] = given
+                if lab in renamed:  # the export's column: its blank units are the map's
+                    units = df[column] if column in df.columns else pd.Series(None, df.index)
+                    blank = units.isna() | (units.astype(str).str.strip() == "")
+                    df[column] = units.astype(object).where(~blank, given)
             elif column in df.columns:
                 df[column] = [
                     given.get(v.strip(), v) if isinstance(v, str) else v
                     for v in df[column].to_numpy(object)
                 ]
         return df
+
+
+def _mapped(table: dict[str, Any], v: Any) -> Any:
+    """``v`` through ``table`` (a float code 1.0 from a Parquet column with NaN is "1")."""
+    if isinstance(v, float) and v.is_integer():
+        key = str(int(v))
+    elif isinstance(v, str | int) and not isinstance(v, bool):
+        key = str(v).strip()
+    else:
+        return v
+    return table.get(key, v)
 
 
 def load_map(path: str | Path) -> ColumnMap:

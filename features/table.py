@@ -16,6 +16,7 @@ of a CSV file).
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,6 @@ from features.messages import (
     show,
     type_issue,
     unit_issue,
-    unknown_issue,
 )
 from features.units import (
     DDU_CAVEAT,
@@ -167,15 +167,22 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
     outcomes = (OUTCOME, *TIME_OUTCOMES)
     allowed = {*BY_NAME, *outcomes, *TABLE_META, *(f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS)}
     unread = []
+    known = (*outcomes, *TABLE_META, *(f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS))
     for col in df.columns:
         if col in allowed:
             continue
-        if closest_field(str(col), (*outcomes, *TABLE_META)):  # misspelt: never silently unread
-            fi = unknown_issue(str(col), None, extra_known=(*outcomes, *TABLE_META))
-            message = fi.message.replace(
-                "a field of the patient record", "a column of the data contract"
+        meant = contract_spelling(str(col), allowed) or closest_field(str(col), known)
+        if meant:  # a contract column spelt otherwise: never silently unread
+            issues.append(
+                RowIssue(
+                    None,
+                    str(col),
+                    None,
+                    "unknown_field",
+                    f"{str(col)!r} is not a column of the data contract; did you mean "
+                    f"{meant!r}? (column names are as in the contract, lower case)",
+                )
             )
-            issues.append(RowIssue(None, str(col), None, fi.rule, message))
         else:
             unread.append(str(col))
     if unread:  # an export's own columns (identifiers, wards...): a notice, no row is bad
@@ -261,6 +268,12 @@ def validate_table(df: pd.DataFrame, *, require_outcome: bool = False) -> TableR
     return TableReport(n, columns, issues, bad, outcome, meta, times, notices)
 
 
+def contract_spelling(name: str, allowed: Iterable[str]) -> str | None:
+    """The contract column ``name`` spells otherwise (``D_Dimer``, ``d-dimer``, ``Age``)."""
+    folded = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    return folded if folded != name and folded in set(allowed) else None
+
+
 def split_unit_cells(df: pd.DataFrame) -> pd.DataFrame:
     """A lab column holding the record's ``{"value": 1800, "unit": "ng/mL{FEU}"}`` cells as
     a value column and its ``<lab>_unit`` column (what the API accepts, a table accepts)."""
@@ -269,7 +282,10 @@ def split_unit_cells(df: pd.DataFrame) -> pd.DataFrame:
         if lab not in df.columns or df[lab].dtype != object:
             continue
         cells = df[lab].to_numpy(object)
-        dicts = np.array([isinstance(v, dict) for v in cells])
+        # only the record's own form; any other dict stays, and is refused as not a number
+        dicts = np.array(
+            [isinstance(v, dict) and "value" in v and set(v) <= {"value", "unit"} for v in cells]
+        )
         if not dicts.any():
             continue
         unit_col = f"{lab}{UNIT_SUFFIX}"
@@ -280,8 +296,9 @@ def split_unit_cells(df: pd.DataFrame) -> pd.DataFrame:
         )
         values = cells.copy()
         for r in np.flatnonzero(dicts):
-            values[r] = cells[r].get("value")
-            units[r] = cells[r].get("unit", units[r])
+            values[r] = cells[r]["value"]
+            if cells[r].get("unit") is not None:
+                units[r] = cells[r]["unit"]
         split[lab], split[unit_col] = values, units
     return df.assign(**split) if split else df
 

@@ -263,7 +263,15 @@ class PERisk:
             try:
                 parsed.append((i, parse_record(raw)))
             except RecordError as err:
-                results.append({"index": i, "ok": False, "errors": _issues(err)})
+                pid = raw.get("patient_id")  # which record, in the caller's own words
+                results.append(
+                    {
+                        "index": i,
+                        "ok": False,
+                        "patient_id": pid if isinstance(pid, str) else None,
+                        "errors": _issues(err),
+                    }
+                )
                 audit.append({"index": i, "input_hash": input_hash(raw), "status": 422})
         if parsed:
             answers = predict_records(

@@ -112,6 +112,20 @@ class Gate:
                     True,
                 )
             )
+        if (
+            self.champion_tolerance is not None
+            and champ
+            and champ.get("replaces_real_with_synthetic")
+        ):
+            checks.append(
+                _check(
+                    f"champion v{champ['version']} was trained on real data; this model on "
+                    "synthetic data",
+                    None,
+                    "a synthetic model does not replace a real one (promote --force does)",
+                    False,
+                )
+            )
         if self.champion_tolerance is not None and champ and "auroc" in champ:
             checks.append(
                 _check(

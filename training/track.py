@@ -31,11 +31,10 @@ import pandas as pd
 from mlflow import MlflowClient
 
 import models
-from features.contract import FIELDS, OUTCOME, TABLE_META, TIME_OUTCOMES, new_pe_column
+from features.contract import OUTCOME, TABLE_META, new_pe_column
 from features.mapping import ColumnMap, load_map, read_mapped
 from features.spec import MODEL_FEATURE_NAMES, spec_table
-from features.table import UNIT_SUFFIX, TableReport, validate_table
-from features.units import LAB_UNITS
+from features.table import TableReport, validate_table
 from models.artifact import NEW_PE, PE_NOW, PERiskModel
 from models.settings import Settings
 from training import plots
@@ -167,28 +166,16 @@ def _experiment_id(client: MlflowClient, settings: Settings) -> str:
     return client.create_experiment(EXPERIMENT, artifact_location=location)
 
 
-def input_schema(column_map: ColumnMap | None = None) -> Any:
-    """Every contract column (and ``<lab>_unit``), and the export's own columns that the
-    model's column map reads, optional and of any type: the pyfunc's own validation names
-    the row, field and value of anything wrong, which MLflow's cannot (and MLflow drops the
-    columns its schema does not name before the pyfunc sees them)."""
-    from mlflow.types.schema import AnyType, ColSpec, Schema
-
-    names = [f.name for f in FIELDS] + [f"{lab}{UNIT_SUFFIX}" for lab in LAB_UNITS]
-    # accepted and ignored, so that a training table can be scored as is
-    names += [OUTCOME, *TIME_OUTCOMES, *TABLE_META]
-    if column_map is not None:
-        names += [c for c in column_map.columns if c not in names]
-    return Schema([ColSpec(AnyType(), name, required=False) for name in names])
-
-
-def _signature(model: PERiskModel, column_map: ColumnMap | None) -> Any:
-    """Records in; ``pe_now`` and ``new_pe_<h>d`` out (``models.pyfunc``)."""
+def _signature(model: PERiskModel) -> Any:
+    """``pe_now`` and ``new_pe_<h>d`` out (``models.pyfunc``); no input schema: MLflow would
+    drop every column its schema does not name (a misspelt ``d_dimmer``, a ``D_Dimer``, an
+    export's own columns) before the pyfunc sees it, and the prediction would run with that
+    predictor unknown. The pyfunc's own validation names what is wrong instead."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
     outputs = Schema([ColSpec("double", name) for name in model.columns()])
-    return ModelSignature(inputs=input_schema(column_map), outputs=outputs)
+    return ModelSignature(inputs=None, outputs=outputs)
 
 
 def _training_ranges(fitted: Fitted) -> dict[str, list[float]]:
@@ -210,12 +197,6 @@ def _champion_on_test(
     champ = champion_version(client, name)
     if champ is None:
         return None
-    if champ.tags.get("synthetic") == "true" and not data.synthetic:
-        say(
-            f"  champion v{champ.version} was trained on synthetic data: a model trained on "
-            "real data is not required to beat it"
-        )
-        return {"version": champ.version, "synthetic": True}
     try:
         model = mlflow.pyfunc.load_model(f"models:/{name}/{champ.version}")  # the one compared
         task = fitted.heads[NEW_PE].task
@@ -229,7 +210,17 @@ def _champion_on_test(
         say(f"  champion v{champ.version} could not be scored on the test rows: {exc}")
         return {"version": champ.version, "error": str(exc)}
     say(f"  champion v{champ.version}: AUROC {auroc:.3f} on the same test rows")
-    return {"version": champ.version, "auroc": auroc}
+    synthetic_champion = champ.tags.get("synthetic") == "true"
+    if synthetic_champion and not data.synthetic:  # measured and shown, not a bar
+        say(
+            f"  champion v{champ.version} was trained on synthetic data: a model trained on "
+            "real data is not required to beat it"
+        )
+        return {"version": champ.version, "synthetic": True, "auroc_not_compared": auroc}
+    out = {"version": champ.version, "auroc": auroc}
+    if data.synthetic and not synthetic_champion:
+        out["replaces_real_with_synthetic"] = True
+    return out
 
 
 #: which process runs a training: machine, PID namespace, pid and the process's own start
@@ -494,7 +485,7 @@ def _log_model(model_dir: Path, data: TrainingData, model: Any) -> Any:
         python_model=str(PYFUNC_CODE),
         artifacts={"model": str(model_dir)},
         code_paths=[str(Path(p).parent) for p in (models.__file__, _features_init())],
-        signature=_signature(model, data.column_map),
+        signature=_signature(model),
         input_example=_example(data),
         pip_requirements=[f"{p}=={version(p)}" for p in RUNTIME_PACKAGES],
     )

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from models.settings import get_settings
-from serving.api.responses import NOT_A_LINK, error, send_json, send_page
+from serving.api.responses import NOT_A_LINK, error, send_docs_page, send_json, send_page
 from serving.api.routes import Routes
 from serving.api.schemas import MAX_ITEMS, MAX_MEMBERS
 
@@ -203,12 +203,22 @@ class RequestGuard:
         if scope["path"] == "/docs.json":
             await self._patched_spec(scope, receive, send)
             return
+        if scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
+            await send_docs_page(send)
+            return
         path = scope["path"]
         if path in self.routes.mount_roots:  # the mount's own address, not a 307 to the slash
             scope = {**scope, "path": path + "/", "raw_path": path.encode() + b"/"}
         route = self.routes.find(scope["path"])
         if "\n" in path and route is not None and route.mount:  # mount patterns stop at \n
             await _not_found(send, self.routes, path)
+            return
+        if route is not None and route.bentoml_api and scope["method"] != "POST":
+            allowed = "POST"
+            text = f"{scope['method'][:10]} is not accepted on {route.path}; send {allowed}"
+            await send_json(
+                send, 405, error(text, "method", None, "method"), [(b"allow", allowed.encode())]
+            )
             return
         accepted = route.accepts if route is not None and scope["method"] == "POST" else ()
         if not accepted:

@@ -8,6 +8,7 @@ that clients and Schemathesis see every route the service answers.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
 from typing import Any
 
 from serving.api.routes import Routes
@@ -67,7 +68,21 @@ def patch_openapi(spec: dict[str, Any], routes: Routes) -> dict[str, Any]:
                     "content": {"text/html": {"schema": {"type": "string"}}},
                 }
     spec.setdefault("paths", {}).update(interop_paths())
+    spec["info"] = {**spec.get("info", {}), **API_INFO}
     return spec
+
+
+#: what /docs.json says the API is (BentoML gives version "None" and its own description)
+API_INFO = {
+    "title": "pe-risk",
+    "version": _version("pe-risk"),
+    "description": "Pulmonary embolism in lung cancer: is there a PE now, and how likely is a "
+    "new one by 30, 90 and 180 days, with exact explanations, the clinical scores and "
+    "guideline flags. Records in the pe-risk data contract (JSON), FHIR R4 bundles or CDS "
+    "Hooks 2.0 calls. The shipped model is trained on synthetic data: GET /model says which "
+    "model answers and what it was trained on. Every client error has one shape, ErrorBody "
+    "(an OperationOutcome on the FHIR route).",
+}
 
 
 def _content(media: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +246,24 @@ def interop_paths() -> dict[str, Any]:
                     },
                     "404": {"description": "no such service", "content": _ERROR},
                     **_GUARDS,
+                    **_AUTH,
+                },
+            }
+        },
+        "/model": {
+            "get": {
+                "tags": ["Model"],
+                "summary": "The model that answers: version, training data (synthetic or not), "
+                "outcomes, per question its calibration and risk bands with sources, metrics, "
+                "baselines, gate and feature specification",
+                "responses": {
+                    "200": {
+                        "description": "the model card as JSON",
+                        "content": _content(
+                            "application/json",
+                            {"type": "object", "required": ["model", "questions", "features"]},
+                        ),
+                    },
                     **_AUTH,
                 },
             }

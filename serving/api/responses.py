@@ -109,3 +109,33 @@ def json_response(
     raw = dumps(body)
     after = BackgroundTask(body.clear) if release else None
     return Response(raw, status_code=status, media_type=media_type, background=after)
+
+
+#: the API's documentation page: BentoML's Swagger UI, served from its own static files,
+#: without the Google Tag Manager frame BentoML's page loads (an offline hospital network
+#: cannot reach it, and it tells a third party who reads the documentation)
+DOCS_PAGE = """<!doctype html><html lang=en><head><meta charset=utf-8><title>pe-risk API</title>
+<link rel=stylesheet href="./static_content/swagger-ui.css">
+<link rel=stylesheet href="./static_content/index.css"></head>
+<body><div id=swagger-ui></div>
+<script src="./static_content/swagger-ui-bundle.js"></script>
+<script src="./static_content/swagger-ui-standalone-preset.js"></script>
+<script src="./static_content/swagger-initializer.js"></script></body></html>"""
+#: nothing but this server's own files (the UI sets inline styles and shows data: images)
+DOCS_POLICY = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
+
+
+async def send_docs_page(send: Send) -> None:
+    page = DOCS_PAGE.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(page)).encode()),
+                (b"content-security-policy", DOCS_POLICY),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": page})

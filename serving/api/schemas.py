@@ -174,6 +174,9 @@ class BatchRequest(BaseModel):
 class BatchItem(BaseModel):
     index: int
     ok: bool
+    patient_id: str | None = Field(
+        default=None, description="a refused record's patient_id, when it is text"
+    )
     result: Prediction | None = None
     errors: list[FieldError] | None = None
 

@@ -423,6 +423,30 @@ async def _not_found_html(request: Request, exc: Exception) -> Response:
     return HTMLResponse(html_page(NOT_A_LINK), status_code=404)
 
 
+def _method_text(request: Request) -> str:
+    return f"{request.method[:10]} is not accepted on this path"
+
+
+def _allow(response: Response, exc: Exception) -> Response:
+    allow = (getattr(exc, "headers", None) or {}).get("Allow")
+    if allow:
+        response.headers["allow"] = allow
+    return response
+
+
+async def _method_fhir(request: Request, exc: Exception) -> Response:
+    return _allow(_outcome(405, [Issue("error", "not-supported", _method_text(request))]), exc)
+
+
+async def _method_json(request: Request, exc: Exception) -> Response:
+    body = error(_method_text(request), "method", None, "method")
+    return _allow(json_response(body, 405), exc)
+
+
+async def _method_html(request: Request, exc: Exception) -> Response:
+    return _allow(HTMLResponse(html_page(NOT_A_LINK), status_code=405), exc)
+
+
 async def _unavailable_fhir(request: Request, exc: Exception) -> Response:
     return _outcome(503, [Issue("error", "transient", str(exc))])
 
@@ -438,7 +462,11 @@ async def _unavailable_html(request: Request, exc: Exception) -> Response:
 
 fhir_app = Starlette(
     routes=[Route("/risk-assessment", fhir_risk_assessment, methods=["POST"])],
-    exception_handlers={404: _not_found_fhir, AuditUnavailable: _unavailable_fhir},
+    exception_handlers={
+        404: _not_found_fhir,
+        405: _method_fhir,
+        AuditUnavailable: _unavailable_fhir,
+    },
 )
 cds_app = Starlette(
     routes=[
@@ -446,11 +474,19 @@ cds_app = Starlette(
         Route("/{service_id}", cds_call, methods=["POST"]),
         Route("/{service_id}/feedback", cds_feedback, methods=["POST"]),
     ],
-    exception_handlers={404: _not_found_json, AuditUnavailable: _unavailable_json},
+    exception_handlers={
+        404: _not_found_json,
+        405: _method_json,
+        AuditUnavailable: _unavailable_json,
+    },
 )
 report_link_app = Starlette(
     routes=[Route("/{token}", report_link, methods=["GET"])],
-    exception_handlers={404: _not_found_html, AuditUnavailable: _unavailable_html},
+    exception_handlers={
+        404: _not_found_html,
+        405: _method_html,
+        AuditUnavailable: _unavailable_html,
+    },
 )
 
 #: the apps the service mounts, each with its entry in the route registry (serving.api.routes)

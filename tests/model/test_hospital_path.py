@@ -129,5 +129,11 @@ def test_a_hospital_export_from_map_to_predictions(
         want = model.predict(export.head(200))
         pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
         assert got["new_pe_180d"].between(0, 1).all()
+        # the same rows as the contract's table: the map-trained model reads them alike
+        canonical = model.predict(table.frame.head(200))
+        pd.testing.assert_frame_equal(canonical.reset_index(drop=True), want.reset_index(drop=True))
+        # no schema drops a misspelt predictor before the model sees it
+        with pytest.raises(Exception, match="did you mean 'd_dimer'"):
+            model.predict(table.frame.head(5).rename(columns={"d_dimer": "D_Dimer"}))
     finally:
         promote(client, "pe-risk", str(synthetic.version))  # the session's champion again

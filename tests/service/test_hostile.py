@@ -5,6 +5,7 @@ audit log that cannot be written. Each case answered 500, 200 or 504 before."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 
@@ -181,3 +182,49 @@ def test_a_body_that_is_not_utf8_json_is_a_400(client, raw) -> None:
     bytes, then disagreed with the parse and the guard answered 500."""
     r = _post(client, "/predict", raw)
     assert r.status_code == 400 and "UTF-8" in r.json()["error"]
+
+
+def test_the_documentation_page_loads_nothing_from_outside(client) -> None:
+    """BentoML's page at / loads a Google Tag Manager frame: on an offline hospital network
+    it fails, elsewhere it tells a third party who reads the API's documentation."""
+    from importlib.metadata import version
+
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "googletagmanager" not in r.text and "https://" not in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for asset in re.findall(r'(?:href|src)="\./([^"]+)"', r.text):
+        assert client.get(f"/{asset}").status_code == 200, asset  # the UI is all local
+    spec = client.get("/docs.json").json()
+    assert spec["info"]["version"] == version("pe-risk")  # was "None"
+    assert "synthetic data" in spec["info"]["description"]
+    assert "200" in spec["paths"]["/model"]["get"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "shape"),
+    [
+        ("GET", "/predict", "json"),
+        ("PUT", "/predict_batch", "json"),
+        ("GET", "/fhir/risk-assessment", "fhir"),
+        ("GET", "/cds-services/pe-risk", "json"),
+    ],
+)
+def test_a_wrong_method_gets_405_in_the_one_error_shape(client, method, path, shape) -> None:
+    """Was Starlette's plain-text "Method Not Allowed"."""
+    r = client.request(method, path)
+    assert r.status_code == 405 and r.headers.get("allow")
+    if shape == "fhir":
+        assert r.json()["resourceType"] == "OperationOutcome"
+    else:
+        assert r.json()["detail"][0]["rule"] == "method" and method in r.json()["error"]
+
+
+def test_a_refused_batch_record_names_its_patient(client) -> None:
+    r = client.post(
+        "/predict_batch",
+        json={"patients": [base_record(patient_id="A-1"), base_record(patient_id="B-2", age=-4)]},
+    )
+    assert r.status_code == 200
+    bad = r.json()["results"][1]
+    assert bad["ok"] is False and bad["patient_id"] == "B-2" and bad["errors"][0]["field"] == "age"
