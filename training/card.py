@@ -8,7 +8,7 @@ import pandas as pd
 
 from features.spec import MODEL_FEATURES
 from models.artifact import PERiskModel
-from training.compare import Evaluation
+from training.compare import Evaluation, logistic_note
 from training.evaluate import PROBABILITY_METRICS
 from training.registry import GateResult
 from training.train import Fitted
@@ -160,65 +160,9 @@ def model_card(
         "the served booster is then fitted on those rows. "
         "Explanations are exact TreeSHAP contributions on each estimate's calibrated log-odds "
         "scale: base + Σ contributions = logit(p).",
+        _recalibration(model),
         _unknowns(model),
-        f"## New PE by {new.horizon_days} days: performance on the test split "
-        "(95 % bootstrap intervals)",
-        "Rows without PE now, IPCW-weighted (the AUROC is the time-dependent, cumulative/dynamic "
-        "one). Records as they are, and the same records with 30 % of every field a record may "
-        "leave unknown removed at random (as EHR extracts and CDS Hooks prefetches are "
-        "incomplete).",
-        _table(
-            [
-                {
-                    "metric": METRIC_TEXT[k],
-                    "pe-risk": evaluation.metrics[k].text(),
-                    REMOVED: evaluation.missing_metrics[k].text()
-                    if k in evaluation.missing_metrics
-                    else "–",
-                }
-                for k in PROBABILITY_METRICS
-            ]
-        ),
-        "### At each horizon",
-        _table(
-            [
-                {
-                    "horizon": f"{h} days",
-                    "time-dependent AUROC": m["auroc"].text(),
-                    "Brier (IPCW)": m["brier"].text(4),
-                    "calibration slope": m["calibration_slope"].text(2),
-                    "calibration intercept": m["calibration_intercept"].text(2),
-                    "Khorana AUROC": m["khorana_auroc"].text(),
-                    "ONKOTEV AUROC": m["onkotev_auroc"].text(),
-                }
-                for h, m in evaluation.horizons.items()
-            ]
-        ),
-        _cif_rows(evaluation.cif_calibration),
-        "### Against the established scores and a logistic regression (same rows)",
-        _table(
-            [
-                {
-                    "comparator": e["title"],
-                    "rows": f"{e['rows']} ({e['applies_to']})",
-                    "events": e["events"],
-                    "comparator AUROC": e["metrics"]["auroc"].text()
-                    if "metrics" in e
-                    else e.get("skipped", ""),
-                    "pe-risk AUROC, same rows": _fmt(e.get("model_auroc")),
-                }
-                for e in evaluation.baselines.values()
-            ]
-        ),
-        "Isotonic recalibration of the same booster (reported, not served: it has no exact "
-        f"explanation): AUROC {_fmt(evaluation.isotonic['auroc'])}, calibration slope "
-        f"{_fmt(evaluation.isotonic['calibration_slope'])}, ICI {_fmt(evaluation.isotonic['ici'], 4)}.",
-        _reference(evaluation),
-        "### Clinical utility (decision curve at the thromboprophylaxis thresholds, net benefit)",
-        _decision_rows(evaluation.decision_curve),
-        "### Subgroups",
-        _table(_subgroup_rows(evaluation.subgroups)),
-        _pe_now_section(evaluation),
+        *performance(evaluation, "on the test split"),
         "## Risk bands",
         "\n".join(
             f"- {key}: low < {h.bands.low_below:.1%} ≤ intermediate < {h.bands.high_from:.1%} "
@@ -272,6 +216,146 @@ def model_card(
                 for f in MODEL_FEATURES
             ]
         ),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def performance(evaluation: Evaluation, where: str) -> list[str]:
+    """The performance sections of the card, and of an evaluation on another table
+    (``evaluation_report``): both questions, each horizon, the comparators, the decision
+    curve and the subgroups."""
+    horizon = max(evaluation.horizons)
+    return [
+        f"## New PE by {horizon} days: performance {where} (95 % bootstrap intervals)",
+        "Rows without PE now, IPCW-weighted (the AUROC is the time-dependent, cumulative/dynamic "
+        "one). Records as they are, and the same records with 30 % of every field a record may "
+        "leave unknown removed at random (as EHR extracts and CDS Hooks prefetches are "
+        "incomplete).",
+        _table(
+            [
+                {
+                    "metric": METRIC_TEXT[k],
+                    "pe-risk": evaluation.metrics[k].text(),
+                    REMOVED: evaluation.missing_metrics[k].text()
+                    if k in evaluation.missing_metrics
+                    else "–",
+                }
+                for k in PROBABILITY_METRICS
+            ]
+        ),
+        "### At each horizon",
+        _table(
+            [
+                {
+                    "horizon": f"{h} days",
+                    "time-dependent AUROC": m["auroc"].text(),
+                    "Brier (IPCW)": m["brier"].text(4),
+                    "calibration slope": m["calibration_slope"].text(2),
+                    "calibration intercept": m["calibration_intercept"].text(2),
+                    "Khorana AUROC": m["khorana_auroc"].text(),
+                    "ONKOTEV AUROC": m["onkotev_auroc"].text(),
+                }
+                for h, m in evaluation.horizons.items()
+            ]
+        ),
+        _cif_rows(evaluation.cif_calibration),
+        "### Against the established scores and a logistic regression (same rows)",
+        _table(
+            [
+                {
+                    "comparator": e["title"],
+                    "rows": f"{e['rows']} ({e['applies_to']})",
+                    "events": e["events"],
+                    "comparator AUROC": e["metrics"]["auroc"].text()
+                    if "metrics" in e
+                    else e.get("skipped", ""),
+                    "pe-risk AUROC, same rows": _fmt(e.get("model_auroc")),
+                }
+                for e in evaluation.baselines.values()
+            ]
+        ),
+        logistic_note(evaluation.baselines.get("logistic", {})) or "",
+        _isotonic(evaluation.isotonic),
+        _reference(evaluation),
+        "### Clinical utility (decision curve at the thromboprophylaxis thresholds, net benefit)",
+        _decision_rows(evaluation.decision_curve),
+        "### Subgroups",
+        _table(_subgroup_rows(evaluation.subgroups)),
+        _pe_now_section(evaluation),
+    ]
+
+
+def _isotonic(isotonic: dict[str, float]) -> str:
+    if not isotonic:
+        return ""
+    return (
+        "Isotonic recalibration of the same booster (reported, not served: it has no exact "
+        f"explanation): AUROC {_fmt(isotonic['auroc'])}, calibration slope "
+        f"{_fmt(isotonic['calibration_slope'])}, ICI {_fmt(isotonic['ici'], 4)}."
+    )
+
+
+def _recalibration(model: PERiskModel) -> str:
+    r = model.info.get("recalibration")
+    if not r:
+        return ""
+    heads = "; ".join(
+        f"{key}: intercept {v['before']['calibration_intercept']:+.2f} → "
+        f"{v['after']['calibration_intercept']:+.2f}, slope "
+        f"{v['before']['calibration_slope']:.2f} → {v['after']['calibration_slope']:.2f}"
+        for key, v in r["heads"].items()
+    )
+    kept = ", ".join(r.get("kept", [])) or "none"
+    return (
+        f"**Recalibrated** from version {r['from_version']} ({r['from_trained_on']}) on "
+        f"{r['table']} ({r['fitting_rows']} rows; {r['test_rows']} other rows held out to test "
+        f"it): {r['method_text']}. The boosters are the original ones, so the explanations keep "
+        f"their meaning and stay exact. On the held-out rows, {heads}. Heads not recalibrated "
+        f"(too few events in the table): {kept}."
+    )
+
+
+def evaluation_report(
+    model: PERiskModel,
+    evaluation: Evaluation,
+    gate: GateResult,
+    *,
+    model_ref: str,
+    data: dict[str, Any],
+) -> str:
+    """One markdown page: a registered model evaluated on another site's or period's table
+    (external validation, TRIPOD+AI item 16; ``pe-risk evaluate``). ``data`` as for the card."""
+    synthetic = bool(model.info.get("synthetic"))
+    parts = [
+        f"# pe-risk evaluation: {model_ref} on {data.get('trained_on', '')}",
+        SYNTHETIC_BANNER.replace("Trained and tested", "Trained").replace(
+            "The figures below describe the generator, not any hospital. ", ""
+        )
+        if synthetic
+        else "",
+        _table(
+            [
+                {
+                    "item": "model",
+                    "value": f"{model_ref}, trained on {model.info.get('trained_on')}",
+                },
+                {"item": "table", "value": data.get("source", "")},
+                {
+                    "item": "rows / PE now / new PE",
+                    "value": f"{data['rows']} / {data.get('pe_now', 0)} / {data['events']}",
+                },
+                {"item": "data digest", "value": data.get("digest", "")},
+            ]
+        ),
+        "Every row of the table is a test row: the model was fitted elsewhere and is not "
+        "changed here. No comparison model is fitted on these rows, so no logistic regression "
+        "or isotonic recalibration is shown.",
+        *performance(evaluation, "on this table"),
+        "## The model's quality gate on this table",
+        ("passes" if gate.passed else "**fails**")
+        + ": miscalibration on a new site or period is common and is what `pe-risk recalibrate` "
+        "corrects (intercept, or intercept and slope) without refitting the trees.",
+        "\n".join(gate.lines()),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
 

@@ -1,5 +1,6 @@
-"""The model commands, ``pe-risk train``, ``models``, ``promote`` and ``import-model``: the
-model's life in MLflow and its hand-over to the BentoML store.
+"""The model commands, ``pe-risk train``, ``evaluate``, ``recalibrate``, ``models``,
+``promote`` and ``import-model``: the model's life in MLflow and its hand-over to the
+BentoML store.
 
 Exit status of ``train``: 0 when the model passed the gate and is the champion, 3 when it
 was trained and logged but the gate refused it (or ``--no-register``), 1 when the table
@@ -9,8 +10,9 @@ cannot be trained on (nothing is registered), 2 when the file cannot be read.
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -94,7 +96,6 @@ def train(
     column_map: MapOpt = None,
 ) -> None:
     """Train, evaluate against the clinical scores, log to MLflow, and promote if it passes the gate."""
-    from features.table import issue_lines, write_report
     from models.settings import get_settings
     from training import cohort as synth
     from training.registry import ChampionMovedError, Gate
@@ -145,21 +146,36 @@ def train(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except TrainingDataError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        if exc.issues:
-            typer.echo("\n".join(issue_lines(exc.issues)), err=True)
-            path = report or settings.log_dir / "training-row-report.csv"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="", encoding="utf-8") as fh:
-                write_report(exc.issues, fh)
-            typer.echo(f"the full row report is in {path}", err=True)
+        _table_error(exc, report or settings.log_dir / "training-row-report.csv")
         typer.echo(
             "nothing was registered (the MLflow run, if started, is marked FAILED)", err=True
         )
         raise typer.Exit(1) from None
 
-    ev = out.evaluation
     typer.echo(f"run {out.run_id}")
+    _print_evaluation(out.evaluation)
+    _verdict(out, settings.model_name, register)
+
+
+def _table_error(exc: Exception, report: Path) -> None:
+    """Say why a table cannot be used, with the validator's row report written to ``report``."""
+    from features.table import issue_lines, write_report
+
+    typer.echo(f"error: {exc}", err=True)
+    issues = getattr(exc, "issues", None)
+    if issues:
+        typer.echo("\n".join(issue_lines(issues)), err=True)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        with report.open("w", newline="", encoding="utf-8") as fh:
+            write_report(issues, fh)
+        typer.echo(f"the full row report is in {report}", err=True)
+
+
+def _print_evaluation(ev: Any) -> None:
+    """The evaluation's headline figures (``training.compare.Evaluation``), as train and
+    evaluate print them."""
+    from training.compare import logistic_note
+
     for h, m in ev.horizons.items():
         typer.echo(
             f"  new PE by {h} days: time-dependent AUROC {m['auroc'].text()} (Khorana "
@@ -179,13 +195,203 @@ def train(
         )
     for key, val in ev.reference.items():
         typer.echo(f"  {key.replace('_', ' ')} (synthetic truth, same rows): {val:.3f}")
+    if note := logistic_note(ev.baselines.get("logistic", {})):
+        typer.echo(f"  note: {note}")
+
+
+class Method(StrEnum):
+    """``pe-risk recalibrate --method`` (``training.external.METHODS``)."""
+
+    intercept = "intercept"
+    slope = "slope"
+
+
+ModelRef = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="The registered model: pe-risk@champion (default), pe-risk/3, models:/… or a "
+        "version number.",
+        show_default=False,
+    ),
+]
+Table = Annotated[
+    Path,
+    typer.Option(
+        help="The other site's or period's table (.csv or .parquet) with its outcome.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+Bootstrap = Annotated[int, typer.Option(help="Bootstrap samples for the 95 % intervals.", min=20)]
+Seed = Annotated[int, typer.Option(help="Seed of the split and the bootstrap.")]
+MinSlope = Annotated[float, typer.Option(help="Gate: lowest calibration slope.")]
+MaxSlope = Annotated[float, typer.Option(help="Gate: highest calibration slope.")]
+MaxIntercept = Annotated[float, typer.Option(help="Gate: largest |calibration intercept|.")]
+
+
+def _resolve_and_read(
+    ref: str | None, data: Path, column_map: Path | None, say: Any
+) -> tuple[Any, Any]:
+    """The registered model and the table, read through ``--map`` or, without it, through
+    the column map the model was trained with (exit 1 for a bad reference, 2 for a file
+    that cannot be read)."""
+    from features.mapping import ColumnMap
+    from models.settings import get_settings
+    from training.external import ModelRefError, resolve
+    from training.track import StoreError, client_for, load_training_data
+
+    settings = get_settings()
+    try:
+        found = resolve(client_for(settings), settings.model_name, ref or "champion")
+    except (ModelRefError, StoreError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    cmap: Path | ColumnMap | None = column_map
+    own = found.model.info.get("column_map")
+    if column_map is None and own:
+        cmap = ColumnMap.from_dict(own, f"{found.ref}'s column map")
+        say(f"reading {data} through {found.ref}'s own column map (--map to give another)")
+    else:
+        say(f"reading and validating {data}" + (f" through {column_map}" if column_map else ""))
+    try:
+        return found, load_training_data(data, None, cmap)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: cannot read {data}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def evaluate(
+    data: Table,
+    model: ModelRef = None,
+    column_map: MapOpt = None,
+    bootstrap: Bootstrap = 200,
+    seed: Seed = 7,
+    min_slope: MinSlope = 0.8,
+    max_slope: MaxSlope = 1.2,
+    max_intercept: MaxIntercept = 0.1,
+) -> None:
+    """Evaluate a registered model on another site's or period's table, unchanged.
+
+    The evaluation training runs on its test split (both questions, calibration with
+    intervals, decision curve, subgroups, the clinical scores on the same rows), on every
+    row, logged to MLflow as an evaluation run. The registry is not touched. Exit 0 when
+    evaluated (whether or not the model's gate holds on this table), 1 when it cannot be.
+    """
+    from models.settings import get_settings
+    from training.registry import Gate
+    from training.track import evaluate_and_track
+    from training.train import TrainingDataError
+
+    settings, say = get_settings(), progress()
+    found, table = _resolve_and_read(model, data, column_map, say)
+    gate = Gate(min_slope=min_slope, max_slope=max_slope, max_abs_intercept=max_intercept)
+    try:
+        out = evaluate_and_track(
+            found, table, settings, gate=gate, n_boot=bootstrap, seed=seed, progress=say
+        )
+    except TrainingDataError as exc:
+        _table_error(exc, settings.log_dir / "evaluation-row-report.csv")
+        typer.echo("nothing was logged; the registry is unchanged", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{found.ref} on {table.trained_on}: evaluation run {out.run_id}")
+    _print_evaluation(out.evaluation)
+    typer.echo(
+        "the model's quality gate on this table: " + ("holds" if out.gate.passed else "FAILS")
+    )
+    typer.echo("\n".join(out.gate.lines()))
+    if any("calibration" in c["check"] and not c["passed"] for c in out.gate.checks):
+        again = f" --map {column_map}" if column_map else ""
+        typer.echo(
+            "its calibration does not hold here; `pe-risk recalibrate --model "
+            f"{found.ref} --data {data}{again}` refits it on part of this table, tests it on "
+            "the rest and registers it through the gate (--method slope refits the slope too)"
+        )
+    typer.echo("the registry is unchanged")
+
+
+def recalibrate(
+    data: Table,
+    model: ModelRef = None,
+    column_map: MapOpt = None,
+    method: Annotated[
+        Method,
+        typer.Option(
+            help="intercept: one intercept per horizon (calibration in the large); slope: "
+            "the intercepts and a common slope.",
+        ),
+    ] = Method.intercept,
+    test_size: Annotated[
+        float,
+        typer.Option(help="Share of the table held out to test the result.", min=0.1, max=0.9),
+    ] = 0.3,
+    bootstrap: Bootstrap = 200,
+    seed: Seed = 7,
+    min_slope: MinSlope = 0.8,
+    max_slope: MaxSlope = 1.2,
+    max_intercept: MaxIntercept = 0.1,
+    champion_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Gate: how much lower than the champion's AUROC (same rows) is allowed; "
+            "negative disables."
+        ),
+    ] = 0.01,
+    register: Annotated[
+        bool,
+        typer.Option("--register/--no-register", help="Register and promote when the gate passes."),
+    ] = True,
+) -> None:
+    """Recalibrate a registered model on local data: a new version through the gate.
+
+    The trees are kept; the calibration map is refitted on part of the table and tested on
+    the rest. Exit 0 when the new version is the champion, 3 when the gate refused it (or
+    --no-register), 1 when the table cannot be used, 2 when it cannot be read.
+    """
+    from models.settings import get_settings
+    from training.registry import ChampionMovedError, Gate
+    from training.track import StoreError, recalibrate_and_track
+    from training.train import TrainingDataError
+
+    settings, say = get_settings(), progress()
+    found, table = _resolve_and_read(model, data, column_map, say)
+    gate = Gate(
+        min_slope=min_slope,
+        max_slope=max_slope,
+        max_abs_intercept=max_intercept,
+        champion_tolerance=None if champion_tolerance < 0 else champion_tolerance,
+    )
+    try:
+        out = recalibrate_and_track(
+            found,
+            table,
+            settings,
+            method=method.value,
+            test_size=test_size,
+            gate=gate,
+            n_boot=bootstrap,
+            seed=seed,
+            register_model=register,
+            progress=say,
+        )
+    except (StoreError, ChampionMovedError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except TrainingDataError as exc:
+        _table_error(exc, settings.log_dir / "recalibration-row-report.csv")
+        typer.echo("nothing was logged or registered", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"run {out.run_id}: {found.ref} recalibrated ({method.value}) on {table.trained_on}")
+    _print_evaluation(out.evaluation)
+    _verdict(out, settings.model_name, register)
+
+
+def _verdict(out: Any, name: str, register: bool) -> None:
+    """The gate's lines and the registry's outcome; exit 3 when nothing was registered."""
     typer.echo("quality gate: " + ("passed" if out.gate.passed else "FAILED"))
     typer.echo("\n".join(out.gate.lines()))
     if out.version:
-        typer.echo(
-            f"{settings.model_name} version {out.version} is now 'champion' "
-            f"(models:/{settings.model_name}@champion)"
-        )
+        typer.echo(f"{name} version {out.version} is now 'champion' (models:/{name}@champion)")
         return
     why = "the gate refused it" if not out.gate.passed else "--no-register"
     typer.echo(
@@ -337,8 +543,10 @@ def ui(
 
 
 def register(app: typer.Typer) -> None:
-    """The model commands: train, models, promote, import-model, ui."""
+    """The model commands: train, evaluate, recalibrate, models, promote, import-model, ui."""
     app.command()(train)
+    app.command()(evaluate)
+    app.command()(recalibrate)
     app.command("models")(models_list)
     app.command()(promote)
     app.command("import-model")(import_model)

@@ -39,7 +39,12 @@ def roc_plot(
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, s in scores.items():
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"{name}  AUROC {aurocs[name]}", lw=1.6 if name == "pe-risk" else 1)
+        ax.plot(
+            fpr,
+            tpr,
+            label=f"{name}  AUROC {aurocs.get(name, '–')}",
+            lw=1.6 if name == "pe-risk" else 1,
+        )
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC, test split")
     ax.legend(fontsize=7, loc="lower right")

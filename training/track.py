@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -38,9 +38,19 @@ from features.table import TableReport, validate_table
 from models.artifact import NEW_PE, PE_NOW, PERiskModel
 from models.settings import Settings
 from training import plots
-from training.card import model_card
+from training.card import evaluation_report, model_card
 from training.compare import Evaluation, evaluate_fit, flat_metrics
 from training.evaluate import rank_metrics
+from training.external import (
+    METHODS,
+    Found,
+    as_fitted,
+    calibration_shift,
+    evaluate_registered,
+    outcomes_of,
+    recalibrated,
+    split_for_recalibration,
+)
 from training.registry import (
     Gate,
     GateResult,
@@ -321,7 +331,8 @@ def train_and_track(
     ) as run:
         say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
         mlflow.log_params(_params(config, gate, n_boot))
-        mlflow.log_input(_dataset(data), context="training")
+        with _without_mlflow_hints():
+            mlflow.log_input(_dataset(data), context="training")
 
         def log_trial(number: int, params: dict[str, Any], loss: float) -> None:
             with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True):
@@ -389,6 +400,7 @@ def _judge_and_register(
     mlflow.log_metrics(flat_metrics(evaluation))
 
     model = fitted.model
+    refitted = "recalibration" not in model.info  # a recalibrated model keeps its trees' facts
     model.info.update(
         metrics={k: asdict(e) for k, e in evaluation.metrics.items()},
         baselines={
@@ -397,11 +409,13 @@ def _judge_and_register(
             if "metrics" in v
         },
         gate={"passed": result.passed, "checks": result.checks},
-        training_ranges=_training_ranges(fitted),
+        training_ranges=_training_ranges(fitted)
+        if refitted
+        else model.info.get("training_ranges", {}),
         # the table's average risks, which the report draws beside the patient's
         event_rate=_average_risk(fitted),
-        rows=len(fitted.x),
-        pe_now=_pe_now_info(evaluation),
+        rows=len(fitted.x) if refitted else model.info.get("rows"),
+        pe_now=_pe_now_info(evaluation) or (None if refitted else model.info.get("pe_now")),
         horizons={
             str(h): {k: asdict(e) for k, e in m.items()} for h, m in evaluation.horizons.items()
         },
@@ -571,6 +585,7 @@ def _log_artifacts(
     gate: GateResult,
     card: str,
     data: TrainingData,
+    card_name: str = "model_card.md",
 ) -> None:
     note = plots.SYNTHETIC_NOTE if data.synthetic else None
     figs = tmp / "plots"
@@ -579,8 +594,11 @@ def _log_artifacts(
     y = evaluation.y[known]
     aurocs = {
         "pe-risk": evaluation.metrics["auroc"].text(),
-        "logistic": evaluation.baselines["logistic"]["metrics"]["auroc"].text(),
-        "Khorana": evaluation.baselines["khorana"]["metrics"]["auroc"].text(),
+        **{
+            label: evaluation.baselines[key]["metrics"]["auroc"].text()
+            for key, label in (("logistic", "logistic"), ("khorana", "Khorana"))
+            if "metrics" in evaluation.baselines.get(key, {})
+        },
     }
     ranked = {k: v[known] for k, v in evaluation.ranked.items()}
     plots.roc_plot(y, ranked, aurocs, figs / "roc.png", note)
@@ -628,6 +646,7 @@ def _log_artifacts(
                 "champion": evaluation.champion,
             },
             indent=2,
+            default=asdict,  # Estimates (the paired AUROC difference) beside plain numbers
         )
     )
     (ev_dir / "gate.json").write_text(
@@ -637,7 +656,7 @@ def _log_artifacts(
     )
     mlflow.log_artifacts(str(ev_dir), "evaluation")
     mlflow.log_dict({"features": spec_table()}, "feature_spec.json")
-    mlflow.log_text(card, "model_card.md")
+    mlflow.log_text(card, card_name)
 
 
 def ensure_champion(settings: Settings, rows: int, say: Progress) -> str | None:
@@ -653,3 +672,183 @@ def ensure_champion(settings: Settings, rows: int, say: Progress) -> str | None:
         train_and_track(data, TrainConfig(), settings, progress=say)
         champ = champion_version(client, settings.model_name)
     return None if champ is None else str(champ.version)
+
+
+# ---------------------------------------------------------------- another site or period
+
+
+@dataclass
+class ExternalOutcome:
+    """What ``evaluate_and_track`` gives: the evaluation run and what it found."""
+
+    run_id: str
+    evaluation: Evaluation
+    gate: GateResult
+    fitted: Fitted
+    found: Found
+
+
+def _external_tags(found: Found, data: TrainingData, kind: str) -> dict[str, str]:
+    return {
+        "pe_risk.kind": kind,
+        "pe_risk.model": found.ref,
+        "synthetic": str(data.synthetic).lower(),
+        "data_digest": data.digest,
+        "pe_risk_version": version("pe-risk"),
+        PROCESS_TAG: process_identity(),
+    }
+
+
+def evaluate_and_track(
+    found: Found,
+    data: TrainingData,
+    settings: Settings,
+    *,
+    gate: Gate | None = None,
+    n_boot: int = 200,
+    seed: int = 7,
+    progress: Progress | None = None,
+) -> ExternalOutcome:
+    """A registered model evaluated on another table (``training.external``), logged as an
+    MLflow evaluation run: dataset (context "evaluation"), metrics, plots and the evaluation
+    report. The registry is not touched. The evaluation is computed before the run starts,
+    so a table that cannot be evaluated leaves no run behind."""
+    say = progress or (lambda _m: None)
+    gate = replace(gate or Gate(), champion_tolerance=None)
+    say(f"evaluating {found.ref} on every row of {data.trained_on} ({n_boot} bootstrap samples)")
+    fitted, evaluation = evaluate_registered(
+        found.model, data.report, n_boot=n_boot, seed=seed, truth=data.truth
+    )
+    result = gate.check(evaluation)
+    client = client_for(settings)
+    experiment_id = _experiment_id(client, settings)
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"evaluate-v{found.version.version}-{data.digest[:8]}",
+        tags={**_external_tags(found, data, "evaluation"), "evaluated_on": data.trained_on},
+    ) as run:
+        say(f"MLflow evaluation run {run.info.run_id} ({settings.mlflow_tracking_uri})")
+        mlflow.log_params(
+            {"model": found.ref, "n_bootstrap": n_boot, "seed": seed}
+            | {f"gate_{k}": v for k, v in asdict(gate).items()}
+        )
+        with _without_mlflow_hints():
+            mlflow.log_input(_dataset(data), context="evaluation")
+        mlflow.log_metrics(flat_metrics(evaluation))
+        mlflow.set_tag("model_gate_on_this_table", "passes" if result.passed else "fails")
+        report = evaluation_report(
+            found.model,
+            evaluation,
+            result,
+            model_ref=found.ref,
+            data=_data_info(data, fitted),
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_artifacts(
+                Path(tmp), fitted, evaluation, result, report, data, "evaluation_report.md"
+            )
+    return ExternalOutcome(run.info.run_id, evaluation, result, fitted, found)
+
+
+def recalibrate_and_track(
+    found: Found,
+    data: TrainingData,
+    settings: Settings,
+    *,
+    method: str,
+    test_size: float = 0.3,
+    gate: Gate | None = None,
+    n_boot: int = 200,
+    seed: int = 7,
+    register_model: bool = True,
+    progress: Progress | None = None,
+) -> Outcome:
+    """The registered model's calibration refitted on part of another table and tested on
+    the rest (``training.external``), logged as a training run and, when it passes the gate
+    (the champion compared on the same test rows), registered as the new champion. The
+    boosters are the registered version's. Everything that can fail on the table is checked
+    before the run starts."""
+    say = progress or (lambda _m: None)
+    gate = gate or Gate()
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r}: choose {' or '.join(METHODS)}")
+    report = data.report
+    outcomes = outcomes_of(report)
+    fit_rows, test = split_for_recalibration(outcomes, test_size, seed)
+    strategy = (
+        f"recalibration: {len(fit_rows)} rows refit the calibration map, {len(test)} other rows "
+        f"test it (stratified, seed {seed})"
+    )
+    base = as_fitted(found.model, report, outcomes, test, strategy, fit_rows)
+    model, kept = recalibrated(base, method, data.trained_on)
+    base_info = found.model.info
+    synthetic = bool(base_info.get("synthetic")) or data.synthetic  # the trees' data counts
+    trained_on = f"{base_info.get('trained_on')}; recalibrated ({method}) on {data.trained_on}"
+    fitted = as_fitted(model, report, outcomes, test, strategy, fit_rows)
+    shift = calibration_shift(base, fitted)
+    for key, pair in shift.items():
+        b, a = pair["before"], pair["after"]
+        say(
+            f"  {key}: calibration intercept {b['calibration_intercept']:+.2f} → "
+            f"{a['calibration_intercept']:+.2f}, slope {b['calibration_slope']:.2f} → "
+            f"{a['calibration_slope']:.2f} on the {len(test)} held-out rows"
+        )
+    for key in kept:
+        say(f"  {key}: too few events in the table to recalibrate; kept as it was")
+    tracked = replace(data, synthetic=synthetic, trained_on=trained_on)
+    if tracked.column_map is None and base_info.get("column_map"):
+        tracked.column_map = ColumnMap.from_dict(base_info["column_map"])
+    recalibration = {
+        "from_version": str(found.version.version),
+        "from_run_id": found.version.run_id,
+        "from_trained_on": base_info.get("trained_on"),
+        "method": method,
+        "method_text": METHODS[method],
+        "table": data.trained_on,
+        "table_digest": data.digest,
+        "fitting_rows": len(fit_rows),
+        "test_rows": len(test),
+        "seed": seed,
+        "heads": shift,
+        "kept": kept,
+    }
+    say(f"evaluating on the {len(test)} held-out rows ({n_boot} bootstrap samples)")
+    evaluation = evaluate_fit(fitted, report.columns, n_boot=n_boot, seed=seed, truth=data.truth)
+    client = client_for(settings)
+    name = settings.model_name
+    experiment_id = _experiment_id(client, settings)
+    end_dead_runs(client, experiment_id, say)
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=f"recalibrate-v{found.version.version}-{data.digest[:8]}-{method}",
+        tags={
+            **_external_tags(found, tracked, "recalibration"),
+            "trained_on": trained_on,
+            "recalibrated_from": str(found.version.version),
+        },
+    ) as run:
+        say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
+        mlflow.log_params(
+            {"model": found.ref, "method": method, "test_size": test_size, "seed": seed}
+            | {"n_bootstrap": n_boot}
+            | {f"gate_{k}": v for k, v in asdict(gate).items()}
+        )
+        with _without_mlflow_hints():
+            mlflow.log_input(_dataset(data), context="recalibration")
+        mlflow.log_dict(recalibration, "recalibration.json")
+        model.info.update(
+            trained_on=trained_on,
+            synthetic=synthetic,
+            recalibration=recalibration,
+            run_id=run.info.run_id,
+            trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        if tracked.column_map is not None:
+            model.info["column_map"] = tracked.column_map.as_dict()
+        with registry_lock(settings.state_dir / "registry.lock", say):
+            mark_incomplete(client, name, say)
+            evaluation.champion = _champion_on_test(client, name, tracked, fitted, say)
+            outcome = _judge_and_register(
+                client, name, tracked, fitted, evaluation, gate, run, register_model, say
+            )
+    return outcome

@@ -220,8 +220,9 @@ def split_counts(splits: Splits, outcomes: Outcomes) -> dict[str, dict[str, int]
     }
 
 
-def check_table(report: TableReport, config: TrainConfig) -> Outcomes:
-    """The outcomes, or ``TrainingDataError`` saying why this table cannot be trained on."""
+def table_outcomes(report: TableReport) -> tuple[Outcomes, int, int, str]:
+    """The outcomes of a table with an outcome and no bad rows, with its events and rows with
+    an outcome at the longest horizon and what they are, in words; or ``TrainingDataError``."""
     if report.outcome is None and not report.times:
         raise TrainingDataError(
             f"the table has no outcome: training needs {OUTCOME!r} (0/1, PE within "
@@ -233,7 +234,7 @@ def check_table(report: TableReport, config: TrainConfig) -> Outcomes:
         raise TrainingDataError(
             f"{report.n_bad} of {report.n_rows} rows fail the data contract "
             f"({len(report.issues)} issues); fix them, or drop them with "
-            "`pe-risk validate --drop-invalid` and train on the result",
+            "`pe-risk validate --drop-invalid` and use the result",
             report.issues,
         )
     outcomes = Outcomes.of(report)
@@ -243,10 +244,16 @@ def check_table(report: TableReport, config: TrainConfig) -> Outcomes:
     what = f"new PEs by {outcomes.horizons[-1]} days" if outcomes.timed else f"{OUTCOME}=1 rows"
     if events in (0, known):
         raise TrainingDataError(
-            f"{what}: {events} among {known} rows with an outcome; training needs both "
+            f"{what}: {events} among {known} rows with an outcome; the table needs both "
             "events and non-events"
             + (f" ({FOLLOWUP_DAYS} may be too short)" if outcomes.timed and not events else "")
         )
+    return outcomes, events, known, what
+
+
+def check_table(report: TableReport, config: TrainConfig) -> Outcomes:
+    """The outcomes, or ``TrainingDataError`` saying why this table cannot be trained on."""
+    outcomes, events, known, what = table_outcomes(report)
     needed = config.min_events / min(config.test_size, config.calibration_size)
     if min(events, known - events) < needed:
         raise TrainingDataError(
@@ -631,7 +638,7 @@ class HeadFit:
 
     head: Head
     task: Task
-    logistic: Pipeline
+    logistic: Pipeline | None  # None: a registered model scored on another table
     params: dict[str, Any]
     best_iteration: int
     constraints: dict[str, int]

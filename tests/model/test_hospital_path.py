@@ -1,8 +1,11 @@
 """The data scientist's path on a hospital's own export (issue 21), on a real SQLite MLflow
 store: an export with its own column names, codes, unit spellings and columns pe-risk does
 not read → column map → validate → train (the synthetic champion does not block the first
-model trained on real data) → `models --all` (a refused run, and why) → the champion loaded
-with the README's own snippet → predictions on the raw export, lab cells as unit dicts."""
+model trained on real data) → `models --all` (a refused run, and why) → `evaluate` on a
+second site's export, whose PE rate is half (external validation: an MLflow evaluation run,
+the registry untouched) → `recalibrate` on it (a new champion through the gate) → the
+champion loaded with the README's own snippet → predictions on the raw export, lab cells as
+unit dicts."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from training.cli import app
+from training.cohort import generate, load_effects
 from training.registry import champion_version, promote
 
 pytestmark = pytest.mark.model
@@ -113,6 +117,9 @@ def test_a_hospital_export_from_map_to_predictions(
         )
         assert "models --all" in runner.invoke(app, ["models"]).output
 
+        _second_site(runner, client, tmp_path, champion)
+        champion = champion_version(client, "pe-risk")  # the recalibrated model
+
         # the README's snippet, verbatim, loads the champion from pe-risk's store and
         # scores the raw export (read through the model's own map), lab cells as dicts
         monkeypatch.chdir(tmp_path)
@@ -137,3 +144,59 @@ def test_a_hospital_export_from_map_to_predictions(
             model.predict(table.frame.head(5).rename(columns={"d_dimer": "D_Dimer"}))
     finally:
         promote(client, "pe-risk", str(synthetic.version))  # the session's champion again
+
+
+def _second_site(runner: CliRunner, client: MlflowClient, tmp_path: Path, champion) -> None:
+    """`evaluate`, then `recalibrate`, on another site's export in the same format, where PE
+    is half as common (the generator's incidence 8 % → 4 %): the model ranks as well and
+    over-predicts, which recalibration corrects without touching the trees."""
+    fx = load_effects().with_values({("incidence", "target"): 0.04})
+    site_b = tmp_path / "site_b.csv"
+    _export(generate(20_000, 11, fx).frame).to_csv(site_b, index=False)
+    before = {v.version for v in client.search_model_versions("name = 'pe-risk'")}
+
+    # evaluation: no --map, the model reads the export through its own column map
+    res = runner.invoke(app, ["evaluate", "--data", str(site_b), "--bootstrap", "20"])
+    assert res.exit_code == 0, res.output
+    assert f"pe-risk/{champion.version}'s own column map" in res.output
+    assert "FAIL  calibration intercept: -" in res.output  # over-predicts: negative intercept
+    assert f"pe-risk recalibrate --model pe-risk/{champion.version}" in res.output
+    assert {v.version for v in client.search_model_versions("name = 'pe-risk'")} == before
+    assert champion_version(client, "pe-risk").version == champion.version
+    run_id = re.search(r"evaluation run ([0-9a-f]{32})", res.output).group(1)
+    run = client.get_run(run_id)
+    assert run.data.tags["pe_risk.kind"] == "evaluation"
+    assert run.data.tags["pe_risk.model"] == f"pe-risk/{champion.version}"
+    assert "gate_passed" not in run.data.tags  # not a refused training run
+    assert run.data.metrics["test_calibration_intercept"] < -0.3
+    assert run.data.metrics["test_auroc"] > 0.65
+    assert run.inputs.dataset_inputs[0].tags[0].value == "evaluation"
+    logged = {a.path for a in client.list_artifacts(run_id)}
+    assert {"evaluation_report.md", "plots", "evaluation"} <= logged
+    page = mlflow.artifacts.load_text(f"runs:/{run_id}/evaluation_report.md")
+    assert f"pe-risk/{champion.version}" in page and "### Clinical utility" in page
+    assert "### Subgroups" in page and "## PE now" in page
+    listing = runner.invoke(app, ["models", "--all", "--json"]).output
+    assert run_id not in listing
+
+    # recalibration (intercept and slope) on 70 % of the rows, tested on the other 30 %
+    res = runner.invoke(
+        app,
+        ["recalibrate", "--data", str(site_b), "--method", "slope", "--bootstrap", "20"],
+    )
+    assert res.exit_code == 0, res.output
+    new = champion_version(client, "pe-risk")
+    assert new.version != champion.version
+    assert new.tags["synthetic"] == "false"
+    run = client.get_run(new.run_id)
+    assert run.data.tags["recalibrated_from"] == str(champion.version)
+    held_out = run.data.metrics["test_calibration_intercept"]
+    assert abs(held_out) <= 0.1, held_out
+    change = mlflow.artifacts.load_dict(f"runs:/{new.run_id}/recalibration.json")
+    assert change["method"] == "slope" and change["from_version"] == str(champion.version)
+    assert change["heads"]["new_pe"]["before"]["calibration_intercept"] < -0.3
+    assert change["heads"]["new_pe"]["after"]["calibration_intercept"] == pytest.approx(
+        held_out, abs=1e-6
+    )
+    card = mlflow.artifacts.load_text(f"runs:/{new.run_id}/model_card.md")
+    assert f"**Recalibrated** from version {champion.version}" in card
