@@ -135,8 +135,10 @@ def features(
     result = validate_table(read_table(path))
     if not result.ok:
         typer.echo(
-            f"error: {result.n_bad} invalid rows; run `pe-risk validate {path}` for the "
-            "report or --drop-invalid",
+            f"error: {path}: {result.n_bad} of {result.n_rows} rows are invalid; "
+            f"`pe-risk validate {path}` reports them, and `pe-risk validate {path} "
+            "--drop-invalid --out valid.parquet` writes the valid rows, in canonical units, "
+            "for `pe-risk features valid.parquet`",
             err=True,
         )
         raise typer.Exit(1)
