@@ -321,7 +321,8 @@ def train_and_track(
     ) as run:
         say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
         mlflow.log_params(_params(config, gate, n_boot))
-        mlflow.log_input(_dataset(data), context="training")
+        with _without_mlflow_hints():  # logging the dataset infers its schema again
+            mlflow.log_input(_dataset(data), context="training")
 
         def log_trial(number: int, params: dict[str, Any], loss: float) -> None:
             with mlflow.start_run(run_name=f"trial-{number:03d}", nested=True):

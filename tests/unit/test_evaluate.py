@@ -89,3 +89,16 @@ def test_subgroups_cover_every_row_once_per_grouping() -> None:
     assert set(table["subgroup"]) == set(ev.SUBGROUPS)
     assert (table.groupby("subgroup")["rows"].sum() == n).all()
     assert "unknown" in set(table.loc[table["subgroup"] == "histology", "level"])
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_shap_plot_of_a_feature_unknown_in_every_row_warns_nothing(tmp_path) -> None:
+    """Issue 21: numpy's "All-NaN slice encountered" when a plotted feature has no value."""
+    from training.plots import shap_summary_plot
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    x[:, 1] = np.nan  # unknown in every row, yet it contributes (unknown has an effect)
+    contributions = rng.normal(size=(200, 3)) * [1, 3, 1]
+    path = shap_summary_plot(contributions, x, ["a", "b", "c"], tmp_path / "shap.png")
+    assert path.stat().st_size > 0
