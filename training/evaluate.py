@@ -243,9 +243,7 @@ def bootstrap(
     """Point estimates with 95 % bootstrap intervals that hold them (``interval``), from
     ``bootstrap_draws``."""
     point, draws = bootstrap_draws(y, p, metrics, w=w, n_boot=n_boot, seed=seed)
-    return {
-        k: interval(v, draws[k], BOUNDS.get(k, (-np.inf, np.inf))) for k, v in point.items()
-    }
+    return {k: interval(v, draws[k], BOUNDS.get(k, (-np.inf, np.inf))) for k, v in point.items()}
 
 
 def net_benefit(y: np.ndarray, treat: np.ndarray, pt: float, w: Weights = None) -> float:
