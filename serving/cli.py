@@ -118,7 +118,7 @@ def register(app: typer.Typer, ensure_champion: EnsureChampion) -> None:
         ] = False,
     ) -> None:
         """Serve the champion over HTTP: train on the synthetic cohort if there is none,
-        import it into the BentoML store, serve. ``--from-store`` serves the model already
+        import it into the BentoML store, serve. --from-store serves the model already
         imported, without the MLflow registry (for example while its store is repaired)."""
         import os
 
@@ -166,6 +166,8 @@ def register(app: typer.Typer, ensure_champion: EnsureChampion) -> None:
             env,
         )
 
-    app.command()(report)
-    app.command("fhir-map")(fhir_map)
-    app.command()(serve)
+    app.command(short_help="Write the clinician's one-page report for one record.")(report)
+    app.command("fhir-map", short_help="Show the records a FHIR bundle maps to, and issues.")(
+        fhir_map
+    )
+    app.command(short_help="Serve the champion over HTTP.")(serve)

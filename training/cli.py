@@ -22,6 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's own help layout: rich's boxed table truncated option names and wrapped the
+    # help text a few words a line at 80 columns, and typer's rich help gives flags <bool>
+    rich_markup_mode=None,
 )
 data_cli.register(app)
 model_cli.register(app)

@@ -135,8 +135,10 @@ def features(
     result = validate_table(read_table(path))
     if not result.ok:
         typer.echo(
-            f"error: {result.n_bad} invalid rows; run `pe-risk validate {path}` for the "
-            "report or --drop-invalid",
+            f"error: {path}: {result.n_bad} of {result.n_rows} rows are invalid; "
+            f"`pe-risk validate {path}` reports them, and `pe-risk validate {path} "
+            "--drop-invalid --out valid.parquet` writes the valid rows, in canonical units, "
+            "for `pe-risk features valid.parquet`",
             err=True,
         )
         raise typer.Exit(1)
@@ -281,8 +283,9 @@ def _write(df, out: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """The data commands."""
-    app.command()(validate)
-    app.command()(features)
-    app.command()(scores)
-    app.command()(cohort)
-    app.command()(spec)
+    # short_help: the command list fits 80 columns (click cut the docstrings mid-sentence)
+    app.command(short_help="Check a table against the data contract, row by row.")(validate)
+    app.command(short_help="Write a valid table's feature matrix.")(features)
+    app.command(short_help="Print one JSON record's predictors, scores and flags.")(scores)
+    app.command(short_help="Generate the synthetic cohort with its true risks.")(cohort)
+    app.command(short_help="Print the feature specification.")(spec)

@@ -45,10 +45,14 @@ def train(
         int, typer.Option(help="Optuna trials (0: the default hyper-parameters).", min=0)
     ] = 0,
     holdout_site: Annotated[
-        str | None, typer.Option(help="Test on this site only (needs a 'site' column).")
+        str | None,
+        typer.Option(metavar="<site>", help="Test on this site only (needs a 'site' column)."),
     ] = None,
     holdout_after: Annotated[
-        str | None, typer.Option(help="Test on rows with index_date on/after this ISO date.")
+        str | None,
+        typer.Option(
+            metavar="<YYYY-MM-DD>", help="Test on the rows with index_date on or after this date."
+        ),
     ] = None,
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap samples for the 95 % intervals.", min=20)
@@ -544,13 +548,15 @@ def ui(
 
 def register(app: typer.Typer) -> None:
     """The model commands: train, evaluate, recalibrate, models, promote, import-model, ui."""
-    app.command()(train)
-    app.command()(evaluate)
-    app.command()(recalibrate)
-    app.command("models")(models_list)
-    app.command()(promote)
-    app.command("import-model")(import_model)
-    app.command()(ui)
+    app.command(short_help="Train, evaluate, log to MLflow; promote if it passes.")(train)
+    app.command(short_help="Evaluate a registered model on another site's table.")(evaluate)
+    app.command(short_help="Refit a registered model's calibration on local data.")(recalibrate)
+    app.command("models", short_help="List the registered versions and their gate.")(models_list)
+    app.command(short_help="Point an alias (default: champion) at a version.")(promote)
+    app.command("import-model", short_help="Copy a registered model into BentoML's store.")(
+        import_model
+    )
+    app.command(short_help="Open MLflow's UI on pe-risk's own store.")(ui)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,10 +93,17 @@ def decision_curve_plot(curve: pd.DataFrame, path: Path, note=None) -> Path:
 def shap_summary_plot(
     contributions: np.ndarray, x: np.ndarray, names: Sequence[str], path: Path, note=None
 ) -> Path:
-    """SHAP beeswarm of the served (calibrated log-odds) contributions."""
+    """SHAP beeswarm of the served (calibrated log-odds) contributions, coloured by the
+    feature's value; unknown values are grey. A feature unknown in every plotted row (a lab
+    the table never holds for these rows) has no value to colour by: it is handed to shap as
+    a column without numbers, which shap draws grey without taking percentiles of an empty
+    column (numpy's "All-NaN slice encountered")."""
     import shap
 
-    explanation = shap.Explanation(values=contributions, data=x, feature_names=list(names))
+    data = pd.DataFrame(x, columns=list(names))
+    unknown = [n for n in data.columns if data[n].isna().all()]
+    data = data.astype(dict.fromkeys(unknown, object))
+    explanation = shap.Explanation(values=contributions, data=data, feature_names=list(names))
     shap.plots.beeswarm(explanation, max_display=15, show=False)
     fig = plt.gcf()
     fig.axes[0].set_xlabel("contribution to calibrated log-odds of PE")

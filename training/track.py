@@ -331,7 +331,7 @@ def train_and_track(
     ) as run:
         say(f"MLflow run {run.info.run_id} ({settings.mlflow_tracking_uri})")
         mlflow.log_params(_params(config, gate, n_boot))
-        with _without_mlflow_hints():
+        with _without_mlflow_hints():  # logging the dataset infers its schema again
             mlflow.log_input(_dataset(data), context="training")
 
         def log_trial(number: int, params: dict[str, Any], loss: float) -> None:

@@ -252,7 +252,8 @@ def table_outcomes(report: TableReport) -> tuple[Outcomes, int, int, str]:
 
 
 def check_table(report: TableReport, config: TrainConfig) -> Outcomes:
-    """The outcomes, or ``TrainingDataError`` saying why this table cannot be trained on."""
+    """The outcomes, or ``TrainingDataError`` saying why this table cannot be trained on,
+    its splits included (a held-out site or period): checked before any MLflow run starts."""
     outcomes, events, known, what = table_outcomes(report)
     needed = config.min_events / min(config.test_size, config.calibration_size)
     if min(events, known - events) < needed:
@@ -261,37 +262,85 @@ def check_table(report: TableReport, config: TrainConfig) -> Outcomes:
             f"each need at least {config.min_events} events and non-events, so the table needs "
             f"about {int(np.ceil(needed))}"
         )
+    # a held-out site or period that cannot be the test split starts no run either
+    make_splits(report, outcomes, config)
     return outcomes
+
+
+#: how many of the table's sites a message lists
+SHOWN_SITES = 10
+
+
+def holdout_rows(report: TableReport, config: TrainConfig) -> tuple[np.ndarray, str] | None:
+    """The rows of a held-out test split (``--holdout-site``, ``--holdout-after``) and how
+    they were chosen, or ``None`` for a random split; ``TrainingDataError`` naming the
+    option, its value and what is accepted when the option cannot choose them."""
+    site_given, after_given = config.holdout_site is not None, config.holdout_after is not None
+    if site_given and after_given:
+        raise TrainingDataError(
+            f"--holdout-site={config.holdout_site!r} and --holdout-after="
+            f"{config.holdout_after!r} were both given; give one: a held-out site or a later "
+            "period is the test split"
+        )
+    if site_given:
+        site = _meta(report, "site", "--holdout-site")
+        known = np.array([None if _blank(s) else str(s) for s in site], dtype=object)
+        is_test = known == str(config.holdout_site)
+        if not is_test.any():
+            sites = sorted({s for s in known if s is not None})
+            listed = ", ".join(repr(s) for s in sites[:SHOWN_SITES])
+            more = f" and {len(sites) - SHOWN_SITES} more" if len(sites) > SHOWN_SITES else ""
+            raise TrainingDataError(
+                f"--holdout-site={config.holdout_site!r} is not a site of the table; "
+                + (f"its sites are {listed}{more}" if sites else "its 'site' column is empty")
+            )
+        return is_test, f"held-out site {config.holdout_site!r}"
+    if after_given:
+        given = str(config.holdout_after)
+        try:
+            if len(given) != 10:  # YYYY-MM-DD only: numpy also reads "2024" and "2024-07"
+                raise ValueError(given)
+            cut = np.datetime64(given, "D")
+        except ValueError:
+            raise TrainingDataError(
+                f"--holdout-after={given!r} is not a date; give it as YYYY-MM-DD, e.g. "
+                "2024-07-01 (rows with index_date on or after it are the test split)"
+            ) from None
+        dates = _meta(report, "index_date", "--holdout-after")
+        when = np.full(len(dates), np.datetime64("NaT"), dtype="datetime64[D]")
+        for i, d in enumerate(dates):
+            if _blank(d):
+                continue
+            try:
+                when[i] = np.datetime64(str(d)[:10], "D")
+            except ValueError:
+                raise TrainingDataError(
+                    f"index_date={d!r} in row {i + 1} is not a date (YYYY-MM-DD); "
+                    "--holdout-after needs the index date of every row that has one"
+                ) from None
+        return when >= cut, f"temporal: index_date ≥ {given}"
+    return None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def make_splits(report: TableReport, outcomes: Outcomes, config: TrainConfig) -> Splits:
     """Seeded, outcome-stratified splits; optionally a held-out site or latest period as test."""
     y = outcomes.label()
     rows = np.arange(len(y))
-    if config.holdout_site and config.holdout_after:
-        raise TrainingDataError("give --holdout-site or --holdout-after, not both")
-    if config.holdout_site:
-        site = _meta(report, "site", "--holdout-site")
-        known = sorted({str(s) for s in site if s is not None})
-        is_test = site == config.holdout_site
-        if not is_test.any():
-            raise TrainingDataError(
-                f"site={config.holdout_site!r} is not in the table; sites: {known}"
-            )
+    held_out = holdout_rows(report, config)
+    if held_out is not None:
+        is_test, strategy = held_out
         test, rest = rows[is_test], rows[~is_test]
-        strategy = f"held-out site {config.holdout_site!r}"
-    elif config.holdout_after:
-        dates = _meta(report, "index_date", "--holdout-after")
-        try:
-            when = np.array(dates, dtype="datetime64[D]")
-            cut = np.datetime64(config.holdout_after, "D")
-        except ValueError as exc:
-            raise TrainingDataError(
-                f"index_date or --holdout-after is not an ISO date: {exc}"
-            ) from None
-        is_test = when >= cut
-        test, rest = rows[is_test], rows[~is_test]
-        strategy = f"temporal: index_date ≥ {config.holdout_after}"
+        for part, rows_of in (("the test split", test), ("the rows left to train on", rest)):
+            events = int(np.sum(y[rows_of] == 1))
+            if min(events, len(rows_of) - events) < config.min_events:
+                raise TrainingDataError(
+                    f"{strategy}: {part} has {events} new PEs in {len(rows_of)} rows; at "
+                    f"least {config.min_events} events and non-events are needed"
+                )
     else:
         rest, test = train_test_split(
             rows, test_size=config.test_size, stratify=y, random_state=config.seed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from mlflow import MlflowClient
@@ -11,7 +13,7 @@ from features.table import validate_table
 from models.settings import get_settings
 from training.cli import app
 from training.cohort import generate
-from training.track import TrainingData, train_and_track
+from training.track import EXPERIMENT, TrainingData, train_and_track
 from training.train import TrainConfig, TrainingDataError
 
 pytestmark = pytest.mark.model
@@ -102,14 +104,82 @@ def test_cli_writes_the_row_report_and_exits_1(frame, tmp_path) -> None:
     assert "row,field,value,rule,message" in report.read_text().splitlines()[0]
 
 
-def test_a_run_that_fails_midway_is_marked_failed(frame) -> None:
-    config = TrainConfig(holdout_site="site-Z")
-    with pytest.raises(
-        TrainingDataError, match=r"site='site-Z' is not in the table; sites: \['site-A'"
-    ):
-        train_and_track(_data(frame), config, get_settings(), n_boot=20)
+@pytest.mark.parametrize(
+    ("change", "config", "message"),
+    [
+        (
+            None,
+            TrainConfig(holdout_site="site-Z"),
+            "--holdout-site='site-Z' is not a site of the table; its sites are 'site-A', "
+            "'site-B', 'site-C', 'site-D'",
+        ),
+        (
+            lambda df: df.drop(columns="site"),
+            TrainConfig(holdout_site="site-A"),
+            "--holdout-site needs a 'site' column",
+        ),
+        (
+            None,
+            TrainConfig(holdout_after="2024-13-01"),
+            "--holdout-after='2024-13-01' is not a date; give it as YYYY-MM-DD",
+        ),
+        (
+            None,
+            TrainConfig(holdout_after="01/07/2024"),
+            "--holdout-after='01/07/2024' is not a date",
+        ),
+        (
+            lambda df: df.drop(columns="index_date"),
+            TrainConfig(holdout_after="2024-07-01"),
+            "--holdout-after needs a 'index_date' column",
+        ),
+        (
+            None,
+            TrainConfig(holdout_site="site-A", holdout_after="2024-07-01"),
+            "--holdout-site='site-A' and --holdout-after='2024-07-01' were both given; give one",
+        ),
+        (
+            None,
+            TrainConfig(holdout_after="2031-01-01"),
+            "the test split has 0 new PEs in 0 rows",
+        ),
+    ],
+    ids=["site-typo", "no-site-column", "bad-date", "not-iso", "no-date-column", "both", "empty"],
+)
+def test_an_unusable_holdout_starts_no_run(frame, change, config, message) -> None:
+    """Issue 21: a typo in --holdout-site left a FAILED run behind; now the options are
+    checked with the table, before MLflow is touched."""
+    df = frame.copy() if change is None else change(frame.copy())
+    with pytest.raises(TrainingDataError, match=re.escape(message)):
+        train_and_track(_data(df), config, get_settings(), n_boot=20)
+    versions, runs = _registry_and_runs()
+    assert versions == [] and runs == []
+
+
+def test_cli_names_the_holdout_site_typo_and_exits_1(frame, tmp_path) -> None:
+    path = tmp_path / "table.parquet"
+    frame.to_parquet(path)
+    res = CliRunner().invoke(app, ["train", "--data", str(path), "--holdout-site", "site-Z"])
+    assert res.exit_code == 1
+    assert "--holdout-site='site-Z' is not a site of the table; its sites are" in res.output
+    assert _registry_and_runs() == ([], [])
+
+
+def test_a_run_that_fails_midway_is_marked_failed(frame, tmp_path) -> None:
+    """The artefact store fails after the run has started (the experiment's artefact
+    location is under a regular file, as on a share that went away): the run is FAILED."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    MlflowClient(settings.mlflow_tracking_uri).create_experiment(
+        EXPERIMENT, artifact_location=(blocker / "artifacts").as_uri()
+    )
+    with pytest.raises(OSError, match="not-a-folder"):
+        train_and_track(_data(frame), TrainConfig(), settings, n_boot=20)
     versions, runs = _registry_and_runs()
     assert versions == [] and [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.params["seed"] == "7"  # it failed after the run had started
 
 
 @pytest.mark.parametrize(

@@ -166,3 +166,34 @@ def test_a_version_left_untagged_is_marked_and_never_promoted(
     assert res.exit_code == 1 and "never promoted" in res.output
     assert str(champion_version(client, NAME).version) == trained.version
     client.delete_model_version(NAME, bare.version)
+
+
+def test_models_lists_two_aliases_aligned_and_json_numbers(tmp_path) -> None:
+    """Issue 21: `pe-risk models` misaligned its columns when a version had two aliases, and
+    `--json` gave AUROC as a string (already right on this branch: kept so)."""
+    import json
+
+    from models.settings import get_settings
+    from training.track import client_for
+
+    client = client_for(get_settings())
+    client.create_registered_model(NAME)
+    tags = {"test_auroc": "0.812", "calibration_slope": "0.97", "calibration_intercept": "-0.02"}
+    for _ in range(2):
+        client.create_model_version(NAME, str(tmp_path), tags={**tags, "gate_passed": "true"})
+    client.set_registered_model_alias(NAME, "champion", "2")
+    client.set_registered_model_alias(NAME, "staging", "2")
+    runner = CliRunner()
+    lines = runner.invoke(app, ["models"]).output.splitlines()[:3]
+    header, two, one = lines
+    assert "champion,staging" in two
+    for row in (two, one):  # each column starts where its header does
+        for column in ("created", "AUROC", "gate"):
+            at = header.index(column)
+            assert row[at - 1] == " " and row[at] != " ", (column, header, row)
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).output)
+    assert [(v["version"], v["aliases"], v["auroc"]) for v in listed] == [
+        (2, "champion,staging", 0.812),
+        (1, "", 0.812),
+    ]
+    assert all(isinstance(v["slope"], float) for v in listed)

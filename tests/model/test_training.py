@@ -330,3 +330,26 @@ def test_registration_that_fails_midway_is_rolled_back(trained, tracking) -> Non
         )
     after = [(v.version, v.aliases) for v in client.search_model_versions("name='pe-risk'")]
     assert after == before
+
+
+def test_training_prints_no_library_warnings() -> None:
+    """Issue 21: training printed MLflow's integer-schema hint (logging the dataset) and numpy's
+    "All-NaN slice encountered" (the SHAP plot, for a lab unknown in every test row: here the
+    held-out site exported no blood counts)."""
+    import warnings
+
+    from features.table import validate_table
+    from models.settings import get_settings
+    from training.cohort import generate
+    from training.track import TrainingData, train_and_track
+
+    df = generate(3000, 5).frame
+    labs = ["platelets", "hemoglobin", "leukocytes", "creatinine", "egfr_renal"]
+    df.loc[df["site"] == "site-A", labs] = np.nan
+    data = TrainingData(validate_table(df, require_outcome=True), df, "test", "test")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_and_track(data, TrainConfig(holdout_site="site-A"), get_settings(), n_boot=20)
+    said = [f"{w.category.__name__}: {w.message}" for w in caught]
+    assert not [s for s in said if "integer column" in s], said
+    assert not [s for s in said if "All-NaN" in s], said

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training import evaluate as ev
 
@@ -73,6 +75,61 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate(calibrated) -> None:
     assert a["auroc"].low < a["auroc"].value < a["auroc"].high
 
 
+def _sample(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    p = _expit(rng.normal(-2.5, 1.0, n))
+    return (rng.random(n) < p).astype(float), p
+
+
+def _gap(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """|mean p̂ − mean y|: ≥ 0, and larger in a resample than in the sample."""
+    return {"gap": float(abs(p.mean() - y.mean()))}
+
+
+def test_interval_holds_a_biased_estimate_that_the_percentile_interval_excludes() -> None:
+    """Issue 21: the card showed Emax 0.053 (0.062–0.276). A statistic ≥ 0 that resampling
+    inflates: here the predictions' mean equals the outcome rate, so the estimate is 0 and
+    every draw is above it; the percentile interval excludes it, this one does not."""
+    y, p = _sample(1, 600)
+    p = p * y.mean() / p.mean()
+    value, draws = ev.bootstrap_draws(y, p, _gap, n_boot=200, seed=7)
+    assert value["gap"] == pytest.approx(0, abs=1e-12)
+    assert np.quantile(draws["gap"], 0.025) > value["gap"]  # the percentile interval misses it
+    est = ev.interval(value["gap"], draws["gap"], (0.0, 1.0))
+    assert 0.0 == est.low <= est.value <= est.high
+    spread = np.quantile(draws["gap"], 0.975) - np.median(draws["gap"])
+    assert est.high == pytest.approx(est.value + spread)  # the draws' upper spread, kept
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_interval_holds_its_estimate_and_its_bounds(seed: int) -> None:
+    y, p = _sample(seed, 400)
+    for name, est in ev.bootstrap(y, p, ev.probability_metrics, n_boot=40, seed=seed).items():
+        assert est.low <= est.value <= est.high, (name, est)
+        low, high = ev.BOUNDS.get(name, (-np.inf, np.inf))
+        assert low <= est.low and est.high <= high, (name, est)
+
+
+def test_an_unbiased_statistic_keeps_its_percentile_interval(calibrated) -> None:
+    """AUROC is barely biased by resampling: the interval moves by under a tenth of its width."""
+    y, p = calibrated[0][:5000], calibrated[1][:5000]
+    value, draws = ev.bootstrap_draws(y, p, ev.rank_metrics, n_boot=100, seed=2)
+    est = ev.interval(value["auroc"], draws["auroc"], ev.BOUNDS["auroc"])
+    lo, hi = np.quantile(draws["auroc"], [0.025, 0.975])
+    assert abs(est.low - lo) < 0.1 * (hi - lo) and abs(est.high - hi) < 0.1 * (hi - lo)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.floats(0, 1),
+    draws=st.lists(st.floats(0, 1), min_size=1, max_size=50),
+)
+def test_interval_law(value: float, draws: list[float]) -> None:
+    """For any draws, the interval holds the estimate and stays within the bounds."""
+    est = ev.interval(value, np.array(draws), (0.0, 1.0))
+    assert 0.0 <= est.low <= est.value <= est.high <= 1.0
+
+
 def test_subgroups_cover_every_row_once_per_grouping() -> None:
     rng = np.random.default_rng(0)
     n = 400
@@ -89,3 +146,16 @@ def test_subgroups_cover_every_row_once_per_grouping() -> None:
     assert set(table["subgroup"]) == set(ev.SUBGROUPS)
     assert (table.groupby("subgroup")["rows"].sum() == n).all()
     assert "unknown" in set(table.loc[table["subgroup"] == "histology", "level"])
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_shap_plot_of_a_feature_unknown_in_every_row_warns_nothing(tmp_path) -> None:
+    """Issue 21: numpy's "All-NaN slice encountered" when a plotted feature has no value."""
+    from training.plots import shap_summary_plot
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    x[:, 1] = np.nan  # unknown in every row, yet it contributes (unknown has an effect)
+    contributions = rng.normal(size=(200, 3)) * [1, 3, 1]
+    path = shap_summary_plot(contributions, x, ["a", "b", "c"], tmp_path / "shap.png")
+    assert path.stat().st_size > 0

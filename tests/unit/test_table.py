@@ -133,6 +133,24 @@ def test_cli_validate_reports_and_exits_nonzero(mixed_csv: Path, tmp_path: Path)
     assert runner.invoke(app, ["validate", str(tmp_path / "ok.parquet")]).exit_code == 0
 
 
+def test_cli_features_hint_names_the_command_that_drops_invalid_rows(
+    mixed_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: `features` told the user to use --drop-invalid, a flag only `validate` has."""
+    runner = CliRunner()
+    res = runner.invoke(app, ["features", str(mixed_csv), "--out", str(tmp_path / "f.csv")])
+    assert res.exit_code == 1
+    assert "4 of 6 rows are invalid" in res.output
+    hint = f"`pe-risk validate {mixed_csv} --drop-invalid --out valid.parquet`"
+    assert hint in res.output and "for `pe-risk features valid.parquet`" in res.output
+    assert runner.invoke(app, ["features", str(mixed_csv), "--drop-invalid"]).exit_code == 2
+    monkeypatch.chdir(tmp_path)  # the hint, followed word for word, makes a table features reads
+    args = hint.strip("`").split()[1:]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, ["features", "valid.parquet", "--out", "f.csv"])
+    assert res.exit_code == 0 and "2 rows" in res.output, res.output
+
+
 def test_cli_scores_and_spec(tmp_path: Path) -> None:
     record = tmp_path / "r.json"
     record.write_text(
