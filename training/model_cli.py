@@ -214,7 +214,7 @@ ModelRef = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="The registered model: pe-risk@champion (default), pe-risk/3, models:/… or a "
+        help="The registered model: pe-risk@champion (default), pe-risk/3, models:/pe-risk/3 or a "
         "version number.",
         show_default=False,
     ),
