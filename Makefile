@@ -57,6 +57,7 @@ bench: $(STAMP)  ## run the benchmarks and print their tables
 	$(BIN)/python benchmarks/bench_report.py
 	$(BIN)/python benchmarks/bench_fhir.py
 	$(BIN)/python benchmarks/bench_unknowns.py
+	$(BIN)/python benchmarks/bench_treeshap.py
 
 serve: $(STAMP)  ## serve predictions on localhost:$(PORT) (trains on the synthetic cohort when no champion exists)
 	$(BIN)/pe-risk serve --port $(PORT)

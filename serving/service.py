@@ -40,6 +40,7 @@ from models.artifact import PERiskModel
 from models.settings import get_settings
 from serving.answer.predict import QUESTIONS, model_block, predict_records
 from serving.answer.report import report_html
+from serving.api.accept import install as install_single_accept
 from serving.api.admission import Admission
 from serving.api.admission import install as install_admission
 from serving.api.audit import AuditLog, AuditUnavailable, input_hash
@@ -316,6 +317,10 @@ def _admission(app: Any) -> Any:
 
 
 install_admission(_admission)  # before a concurrency slot is taken
+if not install_single_accept():  # every worker gets its share of keep-alive connections
+    logging.getLogger(__name__).warning(
+        "asyncio's accept loop is not the one patched: one worker may take every connection"
+    )
 PERisk.add_asgi_middleware(Admission, build=_admission)  # and wherever the limit is off
 install_metric_labels(ROUTES)  # route templates, never raw paths, in /metrics
 scrub_logs()  # report-link tokens and request values never reach the server's log

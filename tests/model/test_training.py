@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xgboost as xgb
 from mlflow import MlflowClient
 from scipy.special import logit
 
 from features.build import record_columns
 from features.records import parse_record
 from models.artifact import PERiskModel
+from models.treeshap import PathTable
 from tests.conftest import base_record
 from training.compare import take
 from training.train import TrainConfig, fit
@@ -128,6 +130,20 @@ def test_base_plus_contributions_is_logit_p(trained, table) -> None:
             p, expl = head.explain(x, horizon)
             total = expl.base_value + expl.contributions.sum(axis=1)
             assert np.max(np.abs(total - logit(p))) < 1e-6, (head.key, horizon)
+
+
+def test_treeshap_table_equals_xgboost_on_the_trained_heads(trained, table) -> None:
+    """``models.treeshap`` gives the trained boosters' margins and contributions (issue 22)."""
+    model = trained.fitted.model
+    x = model.features(take(table.report.columns, trained.fitted.splits.test[:2000]))
+    for head in model.heads.values():
+        lookup = PathTable.of(head.booster, model.feature_names)
+        margin, contribs = lookup.margin_and_contributions(x)
+        d = xgb.DMatrix(x, feature_names=list(model.feature_names), missing=np.nan)
+        want_margin = head.booster.predict(d, output_margin=True)
+        np.testing.assert_allclose(margin, want_margin, rtol=1e-5, atol=1e-6, err_msg=head.key)
+        want = head.booster.predict(d, pred_contribs=True)
+        np.testing.assert_allclose(contribs, want, rtol=1e-5, atol=1e-6, err_msg=head.key)
 
 
 def _probability(model: PERiskModel, records: list[dict], head: str = "new_pe") -> np.ndarray:

@@ -430,3 +430,24 @@ def test_vectorised_points_match_the_per_record_results() -> None:
         single = score_results(record_columns([parse_record(raw)]))
         for key, values in batch.items():
             assert values[row] == single[key]["points"]
+
+
+def test_one_record_scores_as_it_does_in_a_batch() -> None:
+    """The one-record path of ``Score.evaluate`` (Python floats, issue 22) gives every score's
+    points, maximum points and items exactly as the batch path does, row by row, on a
+    cohort with every kind of unknown."""
+    import numpy as np
+
+    from features.build import take
+    from features.table import validate_table
+    from training.cohort import generate
+
+    columns = validate_table(generate(400, 5).frame).columns
+    for score in ADDITIVE:
+        batch = score.evaluate(columns)
+        for i in range(len(columns["age"])):
+            one = score.evaluate(take(columns, np.array([i])))
+            assert one.points[0] == batch.points[i] and one.max_points[0] == batch.max_points[i]
+            for name in batch.positive:
+                assert one.positive[name][0] == batch.positive[name][i]
+                assert one.missing[name][0] == batch.missing[name][i]
