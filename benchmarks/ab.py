@@ -13,8 +13,9 @@ both alike. The table gives the median over rounds, and the ratio pe-risk / plai
 
 Cases: ``/predict`` at concurrency 1 (p50), at concurrency 16 with keep-alive connections
 (requests/s, p50, p99, errors, and how the 16 connections were spread over the workers:
-one worker holding all of them halves the service), batches of 1,000 and 10,000 records
-with explanations, and one record in process (no HTTP).
+one worker holding all of them halves the service) and with a new connection per
+request, batches of 1,000 and 10,000 records with explanations, and one record in process
+(no HTTP).
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ FULL = RECORD | {
 }
 
 
-def _hey(url: str, body: Path, n: int, c: int, token: str | None) -> dict[str, float]:
+def _hey(
+    url: str, body: Path, n: int, c: int, token: str | None, keep_alive: bool = True
+) -> dict[str, float]:
     cmd = ["hey", "-n", str(n), "-c", str(c), "-m", "POST", "-T", "application/json"]
-    cmd += ["-D", str(body), "-t", "60"]
+    cmd += ["-D", str(body), "-t", "60"] + ([] if keep_alive else ["-disable-keepalive"])
     if token:
         cmd += ["-H", f"Authorization: Bearer {token}"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -269,6 +272,9 @@ def main() -> None:
                 results.setdefault((who, "c16"), []).append(
                     _concurrent(f"{base}/predict", bodies[who, "one"], args.requests, port, tok)
                 )
+                results.setdefault((who, "c16 new"), []).append(  # a connection per request
+                    _hey(f"{base}/predict", bodies[who, "one"], args.requests, 16, tok, False)
+                )
                 for b in ("b1000", "b10000"):
                     results.setdefault((who, b), []).append(
                         _hey(
@@ -293,6 +299,8 @@ def main() -> None:
         ("/predict req/s, concurrency 16", "c16", "rps"),
         ("/predict p50 ms, concurrency 16", "c16", "p50"),
         ("/predict p99 ms, concurrency 16", "c16", "p99"),
+        ("req/s, c16, a connection per request", "c16 new", "rps"),
+        ("p99 ms, c16, a connection per request", "c16 new", "p99"),
         ("1,000-record batch, explained, ms", "b1000", "p50"),
         ("10,000-record batch, explained, ms", "b10000", "p50"),
     ]
@@ -305,7 +313,8 @@ def main() -> None:
         f"{'one record in process, ms':<38} {ours_ms:>9.2f} {plain_ms:>9.2f} {ours_ms / plain_ms:>6.2f}"
     )
     errors = {
-        who: sum(x["errors"] for c in ("c1", "c16") for x in results[who, c]) for who in services
+        who: sum(x["errors"] for c in ("c1", "c16", "c16 new") for x in results[who, c])
+        for who in services
     }
     spread = {who: ", ".join(x["spread"] for x in results[who, "c16"]) for who in services}
     print(f"errors: pe-risk {errors['pe-risk']}, plain {errors['plain']}")

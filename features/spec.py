@@ -22,13 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from features import thresholds as th
+from features.either import COMPARE, any_true, is_known, where
 from features.scores import WELLS, age_adjusted_cutoff, raised_troponin
 
-Columns = Mapping[str, np.ndarray]
+#: name → an array over rows; the derived predictors (``in_model=False``) also take one
+#: record's Python scalars (``features.either``) and return a float
+Columns = Mapping[str, Any]
 
 NOT_MEASURED = (
     "not measured: kept missing; scored as for a patient whose value is unknown, between "
@@ -57,20 +61,16 @@ def raw(name: str) -> Callable[[Columns], np.ndarray]:
     return lambda c: c[name].astype(float, copy=False)
 
 
-def one_of(
-    name: str, *values: str, unknown: tuple[str, ...] = ()
-) -> Callable[[Columns], np.ndarray]:
+def one_of(name: str, *values: str, unknown: tuple[str, ...] = ()) -> Callable[[Columns], Any]:
     """1 if the category is in ``values``, NaN if missing or in ``unknown``, else 0."""
 
-    def among(x: np.ndarray, options: tuple[str, ...]) -> np.ndarray:
+    def among(x: Any, options: tuple[str, ...]) -> Any:
         # a few options: one comparison each, cheaper than np.isin's set-up (issue 22)
-        return np.logical_or.reduce([x == v for v in options], initial=False)
+        return any_true(x == v for v in options)
 
-    def f(c: Columns) -> np.ndarray:
+    def f(c: Columns) -> Any:
         x = c[name]
-        out = among(x, values).astype(float)
-        out[(x == None) | among(x, unknown)] = np.nan  # noqa: E711
-        return out
+        return where((x == None) | among(x, unknown), np.nan, 1.0 * among(x, values))  # noqa: E711
 
     return f
 
@@ -86,13 +86,12 @@ def ordinal(name: str, levels: dict[str, float]) -> Callable[[Columns], np.ndarr
     return f
 
 
-def threshold(name: str, op: str, cut: float) -> Callable[[Columns], np.ndarray]:
-    ops = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+def threshold(name: str, op: str, cut: float) -> Callable[[Columns], Any]:
+    fn = COMPARE[op]
 
-    def f(c: Columns) -> np.ndarray:
+    def f(c: Columns) -> Any:
         x = c[name]
-        with np.errstate(invalid="ignore"):
-            return np.where(np.isnan(x), np.nan, ops[op](x, cut).astype(float))
+        return where(is_known(x), 1.0 * fn(x, cut), np.nan)
 
     return f
 
@@ -108,11 +107,9 @@ def surgery_recency(c: Columns) -> np.ndarray:
     return out
 
 
-def surgery_within(days: int) -> Callable[[Columns], np.ndarray]:
-    def f(c: Columns) -> np.ndarray:
-        d = c["days_since_surgery"]
-        with np.errstate(invalid="ignore"):
-            return (d <= days).astype(float)  # NaN (no surgery) compares False → 0
+def surgery_within(days: int) -> Callable[[Columns], Any]:
+    def f(c: Columns) -> Any:
+        return 1.0 * (c["days_since_surgery"] <= days)  # NaN (no surgery) compares False → 0
 
     return f
 
@@ -130,38 +127,34 @@ def hemoglobin_deviation(c: Columns) -> np.ndarray:
     return np.abs(c["hemoglobin"] - HB_CENTRE) / HB_SCALE
 
 
-def d_dimer_above_age_adjusted(c: Columns) -> np.ndarray:
+def d_dimer_above_age_adjusted(c: Columns) -> Any:
     dd = c["d_dimer"]
-    with np.errstate(invalid="ignore"):
-        return np.where(np.isnan(dd), np.nan, (dd >= age_adjusted_cutoff(c["age"])).astype(float))
+    return where(is_known(dd), 1.0 * (dd >= age_adjusted_cutoff(c["age"])), np.nan)
 
 
-def ctpa_contraindicated(c: Columns) -> np.ndarray:
+def ctpa_contraindicated(c: Columns) -> Any:
     """Iodine contrast allergy or eGFR below ``EGFR_CTPA`` (review: iodine allergy or renal
     impairment)."""
     allergy, egfr = c["contrast_allergy"], c["egfr_renal"]
-    with np.errstate(invalid="ignore"):
-        pos = (allergy == 1) | (egfr < th.EGFR_CTPA.value)
-        known = pos | (~np.isnan(allergy) & ~np.isnan(egfr))
-    return np.where(known, pos.astype(float), np.nan)
+    pos = (allergy == 1) | (egfr < th.EGFR_CTPA.value)
+    known = pos | (is_known(allergy) & is_known(egfr))
+    return where(known, 1.0 * pos, np.nan)
 
 
-def wells_above_2(c: Columns) -> np.ndarray:
+def wells_above_2(c: Columns) -> Any:
     r = WELLS.evaluate(c)
     cut = th.WELLS_CTPA_ABOVE.value
-    out = (r.points > cut).astype(float)
-    out[(r.points <= cut) & (r.max_points > cut)] = np.nan  # could be >2 if unknowns were present
-    return out
+    could_be = (r.points <= cut) & (r.max_points > cut)  # >2 if the unknown items were present
+    return where(could_be, np.nan, 1.0 * (r.points > cut))
 
 
-def raised_cardiac_marker(c: Columns) -> np.ndarray:
+def raised_cardiac_marker(c: Columns) -> Any:
     """Raised hs-troponin (T or I, at its own age- or sex-specific cut-off) or NT-proBNP ≥600."""
     trop_pos, trop_known = raised_troponin(c)
     n = c["nt_probnp"]
-    with np.errstate(invalid="ignore"):
-        pos = trop_pos | (n >= th.NT_PROBNP_RV.value)
-    known = pos | (trop_known & ~np.isnan(n))
-    return np.where(known, pos.astype(float), np.nan)
+    pos = trop_pos | (n >= th.NT_PROBNP_RV.value)
+    known = pos | (trop_known & is_known(n))
+    return where(known, 1.0 * pos, np.nan)
 
 
 REVIEW = "review (shared/seed/lung-cancer-pe-review.txt)"

@@ -142,7 +142,7 @@ def model_card(
             [
                 {
                     "question": key,
-                    "trees": h.best_iteration,
+                    "trees": f"{h.best_iteration} (capped)" if h.capped else h.best_iteration,
                     "monotone predictors": sum(1 for v in h.head.monotone.values() if v),
                     "calibration": f"logit(p) = {h.head.calibration.a:.4f}·margin + b; b = "
                     + ", ".join(
@@ -160,6 +160,7 @@ def model_card(
         "the served booster is then fitted on those rows. "
         "Explanations are exact TreeSHAP contributions on each estimate's calibrated log-odds "
         "scale: base + Σ contributions = logit(p).",
+        _tree_cap(model),
         _recalibration(model),
         _unknowns(model),
         *performance(evaluation, "on the test split"),
@@ -292,6 +293,17 @@ def _isotonic(isotonic: dict[str, float]) -> str:
         "Isotonic recalibration of the same booster (reported, not served: it has no exact "
         f"explanation): AUROC {_fmt(isotonic['auroc'])}, calibration slope "
         f"{_fmt(isotonic['calibration_slope'])}, ICI {_fmt(isotonic['ici'], 4)}."
+    )
+
+
+def _tree_cap(model: PERiskModel) -> str:
+    """A sentence for each head whose trees the cap stopped before early stopping would have."""
+    capped = {k: t for k, t in model.info.get("trees", {}).items() if t.get("capped")}
+    return " ".join(
+        f"The {key} booster stopped at the cap of {t['max_trees']} trees (`max_trees`) while "
+        "its early-stopping log-loss was still falling: a bigger table would have grown it, "
+        "and serving pays per tree. It keeps its best round's trees."
+        for key, t in capped.items()
     )
 
 

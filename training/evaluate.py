@@ -29,15 +29,20 @@ expectation given the predictors is the cumulative incidence at the horizon.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import os
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy.special import logit
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from statsmodels.nonparametric.smoothers_lowess import lowess
+
+from training import logistic
+from training.lowess import lowess
 
 EPS = 1e-6
 THRESHOLDS = np.round(np.arange(0.02, 0.3001, 0.01), 2)  # decision curve, 2–30 %
@@ -82,27 +87,28 @@ def _known(y: np.ndarray, p: np.ndarray, w: Weights) -> tuple[np.ndarray, np.nda
     return y[m], p[m], w[m]
 
 
-def calibration_intercept(y: np.ndarray, p: np.ndarray, w: Weights = None) -> float:
-    """Calibration-in-the-large: ``a`` in ``logit P(y) = a + offset(logit p̂)``; ideal 0."""
-    y, p, w = _known(y, p, w)
-    fit = sm.GLM(
-        y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=_logit(p), var_weights=w
-    ).fit()
-    return float(fit.params[0])
+def calibration_intercept(
+    y: np.ndarray, p: np.ndarray, w: Weights = None, start: float = 0.0
+) -> float:
+    """Calibration-in-the-large: ``a`` in ``logit P(y) = a + offset(logit p̂)``; ideal 0.
+    Fitted by ``training.logistic`` (statsmodels' GLM is the reference in the tests)."""
+    return logistic.fit_intercept(y, _logit(p), w, start)
 
 
-def calibration_slope(y: np.ndarray, p: np.ndarray, w: Weights = None) -> float:
-    """``b`` in ``logit P(y) = a + b·logit p̂``; ideal 1, below 1 = predictions too extreme."""
-    y, p, w = _known(y, p, w)
-    fit = sm.GLM(y, sm.add_constant(_logit(p)), family=sm.families.Binomial(), var_weights=w).fit()
-    return float(fit.params[1])
+def calibration_slope(
+    y: np.ndarray, p: np.ndarray, w: Weights = None, start: tuple[float, float] = (0.0, 1.0)
+) -> float:
+    """``b`` in ``logit P(y) = a + b·logit p̂``; ideal 1, below 1 = predictions too extreme.
+    ``start`` is ``(a, b)`` to start the fit from (``training.logistic``)."""
+    return logistic.fit_slope(y, _logit(p), w, start)[1]
 
 
 def smoothed_calibration(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     """The loess-smoothed observed risk at each p̂ (Austin & Steyerberg 2019: span 0.75, no
-    robustness iterations; ``delta`` interpolates between close points to keep it fast)."""
+    robustness iterations; ``delta`` interpolates between close points to keep it fast):
+    statsmodels' ``lowess``, compiled in ``training.lowess``."""
     delta = 0.005 * float(np.ptp(p)) if len(p) > 1 else 0.0
-    return lowess(y.astype(float), p, frac=0.75, it=0, delta=delta, return_sorted=False)
+    return lowess(y.astype(float), p, frac=0.75, delta=delta)
 
 
 def calibration_errors(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[str, float]:
@@ -110,10 +116,11 @@ def calibration_errors(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[
     smooths ``w·y`` over every row (weight-0 rows included): E[w·y | x] is the cumulative
     incidence at the horizon, so the smooth is the observed risk, as in the Brier score."""
     gap = np.abs(p - smoothed_calibration(y if w is None else w * y, p))
+    e50, e90 = np.quantile(gap, [0.5, 0.9])
     return {
         "ici": float(gap.mean()),
-        "e50": float(np.quantile(gap, 0.5)),
-        "e90": float(np.quantile(gap, 0.9)),
+        "e50": float(e50),
+        "e90": float(e90),
         "emax": float(gap.max()),
     }
 
@@ -127,23 +134,75 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10, w: Weights = None) -> floa
     return float(np.abs(obs - pred).sum() / len(y))
 
 
-def core_metrics(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[str, float]:
-    """Discrimination and weak calibration (no smoothing): AUROC, AUPRC, Brier, intercept, slope."""
+def roc_pr_areas(y: np.ndarray, score: np.ndarray, w: Weights = None) -> tuple[float, float]:
+    """AUROC and AUPRC (average precision) from one sort of the scores: scikit-learn's
+    ``roc_auc_score`` and ``average_precision_score`` with ``sample_weight``, which the tests
+    hold them equal to (1e-12), without their input checks and with one sort for both. The
+    weighted true and false positives are summed down the distinct scores, highest first;
+    AUROC is the trapezoidal area under (FPR, TPR), AUPRC ``Σ (Rₖ − Rₖ₋₁)·Pₖ``. Scores
+    already ascending (a bootstrap draw, ``bootstrap_draws``) are not sorted again. NaN, with
+    a warning as scikit-learn gives, when the weighted rows hold one class only."""
+    y = np.asarray(y, dtype=float)
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=float)
+    if len(score) > 1 and not np.all(score[1:] >= score[:-1]):
+        order = np.argsort(score, kind="stable")
+        y, score, w = y[order], score[order], w[order]
+    # highest score first; the last row of each run of equal scores is a threshold
+    tps = np.cumsum((w * y)[::-1])
+    fps = np.cumsum((w * (1 - y))[::-1])
+    ends = np.append(np.flatnonzero(np.diff(score[::-1])), len(y) - 1)
+    tp, fp = tps[ends], fps[ends]
+    if not (tp[-1] > 0 and fp[-1] > 0):
+        warnings.warn(
+            "only one class among the weighted rows: AUROC and AUPRC are not defined (NaN)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return float("nan"), float("nan")
+    auroc = np.trapezoid(np.append(0.0, tp / tp[-1]), np.append(0.0, fp / fp[-1]))
+    positives = tp + fp
+    precision = np.divide(tp, positives, out=np.zeros_like(tp), where=positives != 0)
+    auprc = np.sum(np.diff(np.append(0.0, tp / tp[-1])) * precision)
+    return float(auroc), float(max(0.0, auprc))
+
+
+def core_metrics(
+    y: np.ndarray, p: np.ndarray, w: Weights = None, start: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Discrimination and weak calibration (no smoothing): AUROC, AUPRC, Brier, intercept,
+    slope. ``start``: these metrics on the rows a bootstrap draw resamples, where its
+    calibration fits start (``bootstrap_draws``)."""
     y = y.astype(float)
     yk, pk, wk = _known(y, p, w)
-    brier = float(brier_score_loss(y, p)) if w is None else float(np.sum(w * (y - p) ** 2) / len(y))
+    auroc, auprc = roc_pr_areas(yk, pk, wk)
+    brier = float(np.mean((y - p) ** 2)) if w is None else float(np.sum(w * (y - p) ** 2) / len(y))
+    intercept, slope = (0.0, (0.0, 1.0)) if start is None else _starts(start)
+    x = _logit(p)  # as calibration_intercept and calibration_slope, computed once
     return {
-        "auroc": float(roc_auc_score(yk, pk, sample_weight=wk)),
-        "auprc": float(average_precision_score(yk, pk, sample_weight=wk)),
+        "auroc": auroc,
+        "auprc": auprc,
         "brier": brier,
-        "calibration_intercept": calibration_intercept(y, p, w),
-        "calibration_slope": calibration_slope(y, p, w),
+        "calibration_intercept": logistic.fit_intercept(y, x, w, intercept),
+        "calibration_slope": logistic.fit_slope(y, x, w, slope)[1],
     }
 
 
-def probability_metrics(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict[str, float]:
-    """Every metric of the module docstring for probabilities ``p`` and outcomes ``y`` (0/1)."""
-    core = core_metrics(y, p, w)
+def _starts(point: Mapping[str, float]) -> tuple[float, tuple[float, float]]:
+    """Where a draw's calibration fits start: the intercept at the rows' intercept, the slope
+    fit at the rows' slope with that intercept (its own intercept is not kept; any start
+    near the maximum converges to it, as the tests check)."""
+    intercept, slope = point["calibration_intercept"], point["calibration_slope"]
+    if np.isnan(intercept) or np.isnan(slope):
+        return 0.0, (0.0, 1.0)
+    return intercept, (intercept, slope)
+
+
+def probability_metrics(
+    y: np.ndarray, p: np.ndarray, w: Weights = None, start: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Every metric of the module docstring for probabilities ``p`` and outcomes ``y`` (0/1);
+    ``start`` as in ``core_metrics``."""
+    core = core_metrics(y, p, w, start)
     prev = y.mean() if w is None else float(np.sum(w * y) / len(y))
     return {
         **core,
@@ -155,12 +214,12 @@ def probability_metrics(y: np.ndarray, p: np.ndarray, w: Weights = None) -> dict
 
 def rank_metrics(y: np.ndarray, score: np.ndarray, w: Weights = None) -> dict[str, float]:
     """AUROC and AUPRC of any score where higher means more risk (e.g. Khorana points)."""
-    yk, sk, wk = _known(y, score, w)
-    return {
-        "auroc": float(roc_auc_score(yk, sk, sample_weight=wk)),
-        "auprc": float(average_precision_score(yk, sk, sample_weight=wk)),
-    }
+    auroc, auprc = roc_pr_areas(*_known(y, score, w))
+    return {"auroc": auroc, "auprc": auprc}
 
+
+#: the metrics whose calibration fits a bootstrap draw starts from the rows' estimates
+WARM_STARTED = (core_metrics, probability_metrics)
 
 #: the values each metric can take; the intervals are clipped to them (others: unbounded)
 BOUNDS: dict[str, tuple[float, float]] = {
@@ -177,21 +236,75 @@ def bootstrap_draws(
     w: Weights = None,
     n_boot: int = 200,
     seed: int = 7,
+    n_jobs: int | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """The metrics on the rows, and on ``n_boot`` seeded resamples of them (rows drawn with
     replacement). Resamples with a single class among the weighted rows are redrawn, so
     every draw is of a valid sample. With weights, Ĝ is not re-estimated in each resample,
-    so the draws leave out its own uncertainty."""
+    so the draws leave out its own uncertainty.
+
+    The resamples are drawn in one sequence from ``default_rng(seed)`` and measured on
+    ``n_jobs`` threads (default: every core this process may use), so the draws do not
+    depend on ``n_jobs``. A resample is the same multiset of rows whatever their order, so
+    each is measured in ascending ``p`` (the rows' sort, each row repeated as often as it
+    was drawn; by the last column when ``p`` has several): the AUROC, AUPRC and loess then
+    need no sort of their own. Every metric of this module is a sum over rows or a
+    statistic of the sorted rows, so the order moves no more than the last digits of its
+    sums (the tests hold the figures to the sequential statsmodels/scikit-learn version).
+    The calibration fits of ``core_metrics`` and ``probability_metrics`` start from their
+    estimates on the rows."""
     point = metrics(y, p) if w is None else metrics(y, p, w)
-    rng = np.random.default_rng(seed)
-    draws: list[dict[str, float]] = []
+    extra: dict[str, Any] = {"start": point} if metrics in WARM_STARTED else {}
     n = len(y)
-    while len(draws) < n_boot:
-        idx = rng.integers(0, n, n)
-        known = y[idx] if w is None else y[idx][w[idx] > 0]
-        if 0 < known.sum() < len(known):
-            draws.append(metrics(y[idx], p[idx]) if w is None else metrics(y[idx], p[idx], w[idx]))
+    order = np.argsort(p if p.ndim == 1 else p[:, -1], kind="stable")
+
+    def measure(idx: np.ndarray) -> dict[str, float]:
+        idx = np.repeat(order, np.bincount(idx, minlength=n)[order])  # the rows, by p
+        if w is None:
+            return metrics(y[idx], p[idx], **extra)
+        return metrics(y[idx], p[idx], w[idx], **extra)
+
+    resamples = _resamples(y, w, n_boot, seed)
+    draws = list(_in_order(measure, resamples, n_jobs))
     return point, {k: np.array([d[k] for d in draws], dtype=float) for k in point}
+
+
+def _resamples(y: np.ndarray, w: Weights, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """The row indices of ``n_boot`` resamples with both classes among the weighted rows,
+    drawn in sequence from ``default_rng(seed)`` (a resample with one class is redrawn)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    # 0 no event, 1 event, 2 no weight: a resample's counts of each tell whether it is valid
+    kind = np.where(y > 0, 1, 0).astype(np.int8)
+    if w is not None:
+        kind[w <= 0] = 2
+    accepted = 0
+    while accepted < n_boot:
+        idx = rng.integers(0, n, n)
+        no_event, events, _ = np.bincount(kind[idx], minlength=3)
+        if events > 0 and no_event > 0:
+            accepted += 1
+            yield idx
+
+
+def _in_order(
+    fn: Callable[[np.ndarray], dict[str, float]], items: Iterable[np.ndarray], n_jobs: int | None
+) -> Iterator[dict[str, float]]:
+    """``fn`` of each item, in the items' order, on ``n_jobs`` threads; at most two items per
+    thread are drawn ahead, so a 1,000,000-row table holds a few resamples at a time. The
+    work (numpy, the compiled loess) releases the GIL."""
+    n_jobs = n_jobs or len(os.sched_getaffinity(0))
+    if n_jobs == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(n_jobs, thread_name_prefix="bootstrap") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * n_jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def interval(
@@ -239,10 +352,11 @@ def bootstrap(
     w: Weights = None,
     n_boot: int = 200,
     seed: int = 7,
+    n_jobs: int | None = None,
 ) -> dict[str, Estimate]:
     """Point estimates with 95 % bootstrap intervals that hold them (``interval``), from
     ``bootstrap_draws``."""
-    point, draws = bootstrap_draws(y, p, metrics, w=w, n_boot=n_boot, seed=seed)
+    point, draws = bootstrap_draws(y, p, metrics, w=w, n_boot=n_boot, seed=seed, n_jobs=n_jobs)
     return {k: interval(v, draws[k], BOUNDS.get(k, (-np.inf, np.inf))) for k, v in point.items()}
 
 

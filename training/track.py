@@ -362,6 +362,7 @@ def train_and_track(
         for key, head in fitted.heads.items():
             mlflow.log_params({f"{key}_xgb_{k}": v for k, v in head.params.items()})
             mlflow.log_param(f"{key}_n_trees", head.best_iteration)
+            mlflow.log_param(f"{key}_trees_capped", head.capped)  # by max_trees, not early stopping
         mlflow.log_dict(_split_sizes(fitted), "evaluation/splits.json")
 
         say(f"evaluating on the test split ({n_boot} bootstrap samples)")

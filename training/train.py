@@ -27,11 +27,13 @@ The recipe (design.md, "Model"):
    ``index_date`` column the test split can instead be one held-out site or the latest
    period (external-style validation; TRIPOD+AI item 16).
 3. Per head, XGBoost on the feature specification (names, order and monotone constraints
-   from ``features.spec``; missing values kept missing), early stopping on the slice; an
-   optional Optuna search over the usual hyper-parameters. Unknown values are taught and
-   bounded as ``training.unknowns`` says: every split is fitted on the rows and a masked
-   copy of them, every field that can be unknown gets a monotone direction (declared, or
-   from a first fit), and no split keeps a branch for missing values alone.
+   from ``features.spec``; missing values kept missing), early stopping on the slice and at
+   most ``max_trees`` trees (serving pays per tree; the training output and the model card
+   say when the cap stopped a head first); an optional Optuna search over the usual
+   hyper-parameters. Unknown values are taught and bounded as ``training.unknowns`` says:
+   every split is fitted on the rows and a masked copy of them, every field that can be
+   unknown gets a monotone direction (declared, or from a first fit), and no split keeps a
+   branch for missing values alone.
 4. The calibration map ``logit(p_h) = a·margin + b_h`` is fitted by unpenalised (IPCW-
    weighted) logistic regression on out-of-fold margins of every row outside the test split
    and their masked copies (``cross_fitted``: Platt scaling as Platt did it), the horizons
@@ -110,7 +112,14 @@ class TrainConfig:
     tune_trials: int = 0
     masked_copies: int = 1  # masked copies of each row that teach what unknown means
     calibration_folds: int = 5  # out-of-fold margins the calibration map is fitted on
-    max_rounds: int = 3000
+    #: the most trees a head may have. Early stopping alone grows them with the table (seed
+    #: 7, PE now / new PE: 101 / 169 trees at 50,000 rows, 193 / 253 at 200,000, 396 / 535
+    #: at 1,000,000) and serving pays per tree (exact TreeSHAP, ``DEFAULT_PARAMS``). Cut at
+    #: 300 (``benchmarks/bench_tree_cap.py``), test AUROC: 200,000 rows unchanged (PE now
+    #: 0.9810, new PE 0.7576); 1,000,000 rows PE now unchanged (0.9804), new PE 0.7579
+    #: against 0.7586 uncapped (0.7573 at 250, 0.7584 at 400; its 95 % interval is about
+    #: ±0.005 wide), for 600 trees instead of 931. 50,000 rows are not affected.
+    max_trees: int = 300
     early_stopping_rounds: int = 100
     min_events: int = 20  # per split, events and non-events alike
     nthread: int = 2
@@ -466,8 +475,11 @@ def fit_booster(
     config: TrainConfig,
     constraints: dict[str, int],
     progress: Progress | None = None,
-) -> tuple[xgb.Booster, float]:
-    """Monotone XGBoost with early stopping; returns the booster and its best validation log-loss."""
+) -> tuple[xgb.Booster, float, bool]:
+    """Monotone XGBoost with early stopping, at most ``config.max_trees`` trees; returns the
+    booster (its best round's trees), its validation log-loss there, and whether the cap
+    stopped it before early stopping would have (the loss still fell within the last
+    ``early_stopping_rounds`` rounds)."""
     names = list(MODEL_FEATURE_NAMES)
     dtrain = xgb.DMatrix(
         data.x_train, data.y_train, weight=data.w_train, feature_names=names, missing=np.nan
@@ -485,14 +497,15 @@ def fit_booster(
     booster = xgb.train(
         full,
         dtrain,
-        num_boost_round=config.max_rounds,
+        num_boost_round=config.max_trees,
         evals=[(dvalid, "valid")],
         early_stopping_rounds=config.early_stopping_rounds,
         verbose_eval=False,
         callbacks=callbacks,
     )
+    capped = booster.best_iteration + config.early_stopping_rounds >= config.max_trees
     booster = booster[: booster.best_iteration + 1]  # keep only the trees that helped
-    return booster, float(booster.eval(dvalid).split(":")[-1])
+    return booster, float(booster.eval(dvalid).split(":")[-1]), capped
 
 
 def directions(
@@ -500,7 +513,7 @@ def directions(
 ) -> tuple[dict[str, int], dict[str, dict[str, float]]]:
     """The monotone constraints of the fit: the declared ones, and for each feature that can
     be unknown without a declared direction, the sign of its effect in a first fit."""
-    pilot, _ = fit_booster(data, params, config, dict(MONOTONE_CONSTRAINTS))
+    pilot, _, _ = fit_booster(data, params, config, dict(MONOTONE_CONSTRAINTS))
     free = unknowns.free_directions(
         pilot, data.x_train[: data.n_train], MODEL_FEATURE_NAMES, MONOTONE_CONSTRAINTS
     )
@@ -543,7 +556,7 @@ def tune(
             "lambda": trial.suggest_float("lambda", 0.1, 20.0, log=True),
             "alpha": trial.suggest_float("alpha", 1e-3, 5.0, log=True),
         }
-        _, loss = fit_booster(data, params, config, constraints)
+        _, loss, _ = fit_booster(data, params, config, constraints)
         if on_trial:
             on_trial(trial.number, params, loss)
         if progress:
@@ -695,6 +708,7 @@ class HeadFit:
     turned: int
     oof_rows: np.ndarray  # the rows the served booster learned from
     oof_margin: np.ndarray  # their out-of-fold margins (isotonic comparison, not served)
+    capped: bool = False  # the tree cap stopped it before early stopping would have
 
 
 def fit_head(
@@ -717,8 +731,16 @@ def fit_head(
         say(f"[{task.key}] tuning: {config.tune_trials} Optuna trials")
         params = tune(data, constraints, config, on_trial=on_trial, progress=say)
     say(f"[{task.key}] fitting the booster on {len(data.y_train)} rows with masked copies")
-    booster, loss = fit_booster(data, params, config, constraints, progress=say)
-    say(f"  {booster.num_boosted_rounds()} trees (early stopping), validation log-loss {loss:.5f}")
+    booster, loss, capped = fit_booster(data, params, config, constraints, progress=say)
+    if capped:
+        say(
+            f"  {booster.num_boosted_rounds()} trees: stopped by the cap of {config.max_trees} "
+            f"(max_trees) before early stopping, validation log-loss {loss:.5f} and still falling"
+        )
+    else:
+        say(
+            f"  {booster.num_boosted_rounds()} trees (early stopping), validation log-loss {loss:.5f}"
+        )
     say(
         f"[{task.key}] {config.calibration_folds} out-of-fold boosters for the calibration map, "
         "then the served booster on every row outside the test split"
@@ -756,6 +778,7 @@ def fit_head(
         turned,
         cross.rows,
         cross.oof_margin,
+        capped,
     )
 
 
@@ -815,6 +838,10 @@ def fit(
         },
         "unknowns": {
             k: unknowns.unknown_summary(h.free, h.turned, config.masked_copies)
+            for k, h in heads.items()
+        },
+        "trees": {
+            k: {"trees": h.best_iteration, "max_trees": config.max_trees, "capped": h.capped}
             for k, h in heads.items()
         },
     }

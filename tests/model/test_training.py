@@ -369,3 +369,39 @@ def test_training_prints_no_library_warnings() -> None:
     said = [f"{w.category.__name__}: {w.message}" for w in caught]
     assert not [s for s in said if "integer column" in s], said
     assert not [s for s in said if "All-NaN" in s], said
+
+
+def test_trees_stay_under_the_cap_and_the_run_logs_it(trained, tracking) -> None:
+    """Issue 22: at 50,000 rows both heads stop early, under ``max_trees``."""
+    cap = TrainConfig().max_trees
+    params = MlflowClient().get_run(trained.run_id).data.params
+    assert params["max_trees"] == str(cap)
+    for key, head in trained.fitted.heads.items():
+        assert head.head.booster.num_boosted_rounds() == head.best_iteration <= cap, key
+        assert not head.capped and params[f"{key}_trees_capped"] == "False"
+        assert trained.fitted.model.info["trees"][key] == {
+            "trees": head.best_iteration,
+            "max_trees": cap,
+            "capped": False,
+        }
+
+
+def test_the_cap_stops_a_head_and_says_so() -> None:
+    """A cap below what early stopping would choose is honoured, and the training output, the
+    model's info and the model card say that the cap, not early stopping, stopped it."""
+    from dataclasses import replace
+
+    from features.table import validate_table
+    from training.card import _tree_cap
+    from training.cohort import generate
+
+    said: list[str] = []
+    report = validate_table(generate(12_000, 3).frame, require_outcome=True)
+    fitted = fit(report, replace(TrainConfig(seed=3), max_trees=15), progress=said.append)
+    for key, head in fitted.heads.items():
+        assert head.head.booster.num_boosted_rounds() <= 15 and head.capped, key
+        assert fitted.model.info["trees"][key]["capped"]
+    assert sum("stopped by the cap of 15 (max_trees)" in line for line in said) == len(fitted.heads)
+    card = _tree_cap(fitted.model)
+    for key in fitted.heads:
+        assert f"The {key} booster stopped at the cap of 15 trees" in card

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import statsmodels.api as sm
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from statsmodels.nonparametric.smoothers_lowess import lowess as sm_lowess
 
 from training import evaluate as ev
 
@@ -159,3 +162,133 @@ def test_shap_plot_of_a_feature_unknown_in_every_row_warns_nothing(tmp_path) -> 
     contributions = rng.normal(size=(200, 3)) * [1, 3, 1]
     path = shap_summary_plot(contributions, x, ["a", "b", "c"], tmp_path / "shap.png")
     assert path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("decimals", [None, 2, 0], ids=["continuous", "ties", "points"])
+def test_roc_pr_areas_equal_scikit_learn(weighted: bool, decimals: int | None) -> None:
+    """One sort for both areas; scikit-learn is the reference (issue 22)."""
+    rng = np.random.default_rng(5)
+    score = rng.normal(0, 1.5, 5000)
+    y = (rng.random(5000) < _expit(score - 2)).astype(float)
+    if decimals is not None:
+        score = np.round(score, decimals)
+    w = rng.uniform(0.5, 2.0, 5000) if weighted else None
+    auroc, auprc = ev.roc_pr_areas(y, score, w)
+    assert auroc == pytest.approx(roc_auc_score(y, score, sample_weight=w), abs=1e-12)
+    assert auprc == pytest.approx(average_precision_score(y, score, sample_weight=w), abs=1e-12)
+    order = np.argsort(score, kind="stable")  # presorted, as a bootstrap draw: no sort
+    again = ev.roc_pr_areas(y[order], score[order], None if w is None else w[order])
+    assert again == pytest.approx((auroc, auprc), abs=1e-12)
+
+
+def test_one_class_has_no_areas() -> None:
+    with pytest.warns(RuntimeWarning, match="one class"):
+        assert np.isnan(ev.roc_pr_areas(np.zeros(5), np.arange(5.0))[0])
+
+
+def test_brier_equals_scikit_learn(calibrated) -> None:
+    y, p = calibrated
+    assert ev.core_metrics(y[:3000], p[:3000])["brier"] == pytest.approx(
+        brier_score_loss(y[:3000], p[:3000]), abs=1e-15
+    )
+
+
+def _previous_bootstrap(y, p, metrics, w, n_boot, seed):
+    """``bootstrap_draws`` before issue 22: one draw after another, each on the resampled rows
+    in the order drawn, with statsmodels' GLM and lowess and scikit-learn's areas."""
+    point = metrics(y, p, w)
+    rng = np.random.default_rng(seed)
+    draws, n = [], len(y)
+    while len(draws) < n_boot:
+        idx = rng.integers(0, n, n)
+        known = y[idx] if w is None else y[idx][w[idx] > 0]
+        if 0 < known.sum() < len(known):
+            draws.append(metrics(y[idx], p[idx], None if w is None else w[idx]))
+    return point, {k: np.array([d[k] for d in draws]) for k in point}
+
+
+def _previous_metrics(y, p, w=None):
+    """``probability_metrics`` before issue 22 (statsmodels and scikit-learn)."""
+    yk, pk, wk = (y, p, np.ones(len(y))) if w is None else (y[w > 0], p[w > 0], w[w > 0])
+    logit_p = ev._logit(pk)
+    binomial = sm.families.Binomial()
+    intercept = sm.GLM(yk, np.ones((len(yk), 1)), binomial, offset=logit_p, var_weights=wk)
+    slope = sm.GLM(yk, sm.add_constant(logit_p), binomial, var_weights=wk)
+    smooth = sm_lowess(
+        y if w is None else w * y, p, frac=0.75, it=0, delta=0.005 * np.ptp(p), return_sorted=False
+    )
+    gap = np.abs(p - smooth)
+    brier = brier_score_loss(y, p) if w is None else np.sum(w * (y - p) ** 2) / len(y)
+    prev = y.mean() if w is None else np.sum(w * y) / len(y)
+    return {
+        "auroc": roc_auc_score(yk, pk, sample_weight=wk),
+        "auprc": average_precision_score(yk, pk, sample_weight=wk),
+        "brier": brier,
+        "calibration_intercept": intercept.fit().params[0],
+        "calibration_slope": slope.fit().params[1],
+        "scaled_brier": 1 - brier / (prev * (1 - prev)),
+        "ici": gap.mean(),
+        "e50": np.quantile(gap, 0.5),
+        "e90": np.quantile(gap, 0.9),
+        "emax": gap.max(),
+        "ece": ev.ece(y, p, w=w),
+    }
+
+
+@pytest.fixture(scope="module")
+def censored_sample():
+    """600 predictions with IPCW-like weights (some rows censored: weight 0)."""
+    rng = np.random.default_rng(12)
+    y, p = _sample(12, 600)
+    return y, p, np.where(rng.random(600) < 0.15, 0.0, rng.uniform(1.0, 1.5, 600))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_bootstrap_gives_the_previous_figures(censored_sample, weighted: bool) -> None:
+    """Issue 22: the same seeded resamples, measured in parallel, sorted, and with the new
+    fits, loess and areas, give the figures of the sequential statsmodels/scikit-learn
+    version: equal to 1e-9 (the GLM's own tolerance), so equal as reported."""
+    y, p, w = censored_sample
+    w = w if weighted else None
+    point, draws = ev.bootstrap_draws(y, p, ev.probability_metrics, w=w, n_boot=30, seed=3)
+    old_point, old_draws = _previous_bootstrap(y, p, _previous_metrics, w, 30, 3)
+    for k in ev.PROBABILITY_METRICS:
+        assert point[k] == pytest.approx(old_point[k], abs=1e-9), k
+        np.testing.assert_allclose(draws[k], old_draws[k], rtol=0, atol=1e-9, err_msg=k)
+        new, old = (ev.interval(v, d[k]) for v, d in ((point[k], draws), (old_point[k], old_draws)))
+        assert new.text(4) == old.text(4), k
+
+
+@pytest.mark.parametrize("metrics", [ev.probability_metrics, ev.core_metrics, ev.rank_metrics])
+def test_bootstrap_draws_do_not_depend_on_the_threads(censored_sample, metrics) -> None:
+    y, p, w = censored_sample
+    one = ev.bootstrap_draws(y, p, metrics, w=w, n_boot=25, seed=9, n_jobs=1)
+    two = ev.bootstrap_draws(y, p, metrics, w=w, n_boot=25, seed=9, n_jobs=2)
+    three = ev.bootstrap_draws(y, p, metrics, w=w, n_boot=25, seed=9, n_jobs=3)
+    assert one[0] == two[0] == three[0]
+    for k in one[1]:
+        assert np.array_equal(one[1][k], two[1][k]) and np.array_equal(one[1][k], three[1][k]), k
+
+
+def test_a_resample_with_one_class_is_redrawn() -> None:
+    """Two events in 40 rows: many resamples hold none, and are redrawn as before."""
+    y = np.zeros(40)
+    y[[3, 17]] = 1
+    p = np.linspace(0.01, 0.5, 40)
+    _, draws = ev.bootstrap_draws(y, p, ev.rank_metrics, n_boot=50, seed=4, n_jobs=2)
+    _, old = _previous_bootstrap(y, p, lambda y, p, w: ev.rank_metrics(y, p), None, 50, 4)
+    np.testing.assert_allclose(draws["auroc"], old["auroc"], atol=1e-12)
+
+
+def test_a_paired_bootstrap_gives_the_previous_figures(censored_sample) -> None:
+    """Two columns resampled together (the logistic regression against pe-risk), measured
+    in ascending order of the last."""
+    from training.compare import _auroc_gain
+
+    y, p, w = censored_sample
+    other = np.clip(p + np.random.default_rng(1).normal(0, 0.05, len(p)), 0.001, 0.999)
+    pair = np.column_stack([other, p])
+    _, draws = ev.bootstrap_draws(y, pair, _auroc_gain, w=w, n_boot=30, seed=5, n_jobs=2)
+    _, old = _previous_bootstrap(y, pair, _auroc_gain, w, 30, 5)
+    np.testing.assert_allclose(draws["auroc_gain"], old["auroc_gain"], rtol=0, atol=1e-12)

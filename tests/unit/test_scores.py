@@ -432,22 +432,65 @@ def test_vectorised_points_match_the_per_record_results() -> None:
             assert values[row] == single[key]["points"]
 
 
-def test_one_record_scores_as_it_does_in_a_batch() -> None:
-    """The one-record path of ``Score.evaluate`` (Python floats, issue 22) gives every score's
-    points, maximum points and items exactly as the batch path does, row by row, on a
-    cohort with every kind of unknown."""
+def _cohort_with_unknowns(seed: int) -> dict:
+    """400 synthetic rows as canonical columns, with a further third of every field
+    (text fields included) removed at random on top of the generator's own unknowns."""
     import numpy as np
 
-    from features.build import take
     from features.table import validate_table
     from training.cohort import generate
 
-    columns = validate_table(generate(400, 5).frame).columns
+    columns = dict(validate_table(generate(400, seed).frame).columns)
+    rng = np.random.default_rng(seed)
+    for name, values in columns.items():
+        drop = rng.random(len(values)) < 0.33
+        if values.dtype == object:
+            columns[name] = np.where(drop, None, values)
+        elif values.dtype.kind == "f":
+            columns[name] = np.where(drop, np.nan, values)
+    return columns
+
+
+def test_one_record_scores_as_it_does_in_a_batch() -> None:
+    """The one-record path (``one_record``: Python scalars through the same item tests,
+    issue 22) gives every score's points, maximum points and items exactly as the batch
+    path does, row by row, on a cohort with every kind of unknown: the generator's own,
+    and a further third of every field removed at random (text fields included)."""
+    import numpy as np
+
+    from features.build import take
+    from features.scores import one_record
+
+    columns = _cohort_with_unknowns(5)
     for score in ADDITIVE:
         batch = score.evaluate(columns)
         for i in range(len(columns["age"])):
-            one = score.evaluate(take(columns, np.array([i])))
-            assert one.points[0] == batch.points[i] and one.max_points[0] == batch.max_points[i]
+            one = score.evaluate(one_record(take(columns, np.array([i]))))
+            assert type(one.points) is float and type(one.max_points) is float
+            assert one.points == batch.points[i] and one.max_points == batch.max_points[i]
             for name in batch.positive:
-                assert one.positive[name][0] == batch.positive[name][i]
-                assert one.missing[name][0] == batch.missing[name][i]
+                assert type(one.positive[name]) is bool and type(one.missing[name]) is bool
+                assert one.positive[name] == batch.positive[name][i]
+                assert one.missing[name] == batch.missing[name][i]
+
+
+def test_derived_predictors_of_one_record_as_in_a_batch() -> None:
+    """The review's derived predictors (``in_model=False``: what the flags read) on one
+    record's Python scalars equal the batch arrays row by row, unknowns included (NaN
+    where the batch has NaN), on the cohort with a third of every field removed."""
+    import numpy as np
+
+    from features.build import take
+    from features.either import one_record
+    from features.spec import FEATURES
+
+    columns = _cohort_with_unknowns(6)
+    derived = [f for f in FEATURES if not f.in_model]
+    assert len(derived) >= 10
+    for f in derived:
+        batch = f.derive(columns)
+        assert batch.dtype == np.float64
+        for i in range(len(batch)):
+            one = f.derive(one_record(take(columns, np.array([i]))))
+            assert isinstance(one, float), (f.name, one)
+            assert one == batch[i] or (one != one and batch[i] != batch[i]), (f.name, i)
