@@ -88,7 +88,10 @@ def _newton(
             info_x = info * x
             hessian = [[info.sum(), info_x.sum()], [info_x.sum(), np.sum(info_x * x)]]
             score = [score_y[0] - wmu.sum(), score_y[1] - np.sum(wmu * x)]
-            step = np.linalg.solve(hessian, score)
+            try:
+                step = np.linalg.solve(hessian, score)
+            except np.linalg.LinAlgError:  # every p̂ saturated at 0 or 1: no curvature left
+                return None
         if np.max(np.abs(step)) <= TOL:
             return beta + step
         if abs(step[0]) + (abs(step[1]) * x_max if x is not None else 0.0) <= SAFE_STEP:
