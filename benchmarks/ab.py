@@ -14,8 +14,9 @@ both alike. The table gives the median over rounds, and the ratio pe-risk / plai
 Cases: ``/predict`` at concurrency 1 (p50), at concurrency 16 with keep-alive connections
 (requests/s, p50, p99, errors, and how the 16 connections were spread over the workers:
 one worker holding all of them halves the service) and with a new connection per
-request, batches of 1,000 and 10,000 records with explanations, and one record in process
-(no HTTP).
+request, batches of 1,000 and 10,000 records with explanations (and 10,000 in the compact
+layout, ``top_contributions`` 5, against the plain service's full one), and one record in
+process (no HTTP).
 """
 
 from __future__ import annotations
@@ -216,6 +217,11 @@ def main() -> None:
         ("one", FULL, {"features": values}),
         ("b1000", {"patients": [FULL] * 1000, "explain": True}, {"patients": [values] * 1000}),
         ("b10000", {"patients": [FULL] * 10000, "explain": True}, {"patients": [values] * 10000}),
+        (  # the compact layout (pe-risk only has one): the 5 largest contributions + the rest
+            "b10000 top5",
+            {"patients": [FULL] * 10000, "explain": True, "top_contributions": 5},
+            {"patients": [values] * 10000},
+        ),
     ):
         for who, body in (("pe-risk", ours), ("plain", plain)):
             path = tmp / f"{who}-{name}.json"
@@ -275,7 +281,7 @@ def main() -> None:
                 results.setdefault((who, "c16 new"), []).append(  # a connection per request
                     _hey(f"{base}/predict", bodies[who, "one"], args.requests, 16, tok, False)
                 )
-                for b in ("b1000", "b10000"):
+                for b in ("b1000", "b10000", "b10000 top5"):
                     results.setdefault((who, b), []).append(
                         _hey(
                             f"{base}/predict_batch",
@@ -303,6 +309,7 @@ def main() -> None:
         ("p99 ms, c16, a connection per request", "c16 new", "p99"),
         ("1,000-record batch, explained, ms", "b1000", "p50"),
         ("10,000-record batch, explained, ms", "b10000", "p50"),
+        ("10,000, top 5 + rest (plain: all), ms", "b10000 top5", "p50"),
     ]
     print(f"pe-risk version {version} against the plain service, {args.rounds} rounds (medians)")
     print(f"{'case':<38} {'pe-risk':>9} {'plain':>9} {'ratio':>6}")
@@ -313,7 +320,7 @@ def main() -> None:
         f"{'one record in process, ms':<38} {ours_ms:>9.2f} {plain_ms:>9.2f} {ours_ms / plain_ms:>6.2f}"
     )
     errors = {
-        who: sum(x["errors"] for c in ("c1", "c16", "c16 new") for x in results[who, c])
+        who: sum(x["errors"] for c in {c for w, c in results if w == who} for x in results[who, c])
         for who in services
     }
     spread = {who: ", ".join(x["spread"] for x in results[who, "c16"]) for who in services}

@@ -14,6 +14,7 @@ count from its "N trees" line.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import resource
@@ -38,6 +39,7 @@ class Run:
     code: int
     evaluation: float = float("nan")
     trees: dict[str, int] = field(default_factory=dict)
+    stages: list[tuple[float, str]] = field(default_factory=list)
 
 
 def read_progress(stderr: str) -> tuple[float, dict[str, int]]:
@@ -62,6 +64,12 @@ def read_progress(stderr: str) -> tuple[float, dict[str, int]]:
     return end - start, trees
 
 
+def stages(stderr: str) -> list[tuple[float, str]]:
+    """Each progress line's seconds until the next one (the last: until the run ended)."""
+    marks = [(float(m[1]), m[2]) for t in stderr.splitlines() if (m := LINE.match(t))]
+    return [(b[0] - a[0], a[1]) for a, b in itertools.pairwise(marks)]
+
+
 def run(rows: int) -> Run:
     with tempfile.TemporaryDirectory() as state:
         env = {**os.environ, "PE_RISK_STATE_DIR": state}
@@ -73,19 +81,25 @@ def run(rows: int) -> Run:
         seconds = time.perf_counter() - t0
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         evaluation, trees = read_progress(proc.stderr)
-        return Run(seconds, peak_kib / 1024, proc.returncode, evaluation, trees)
+        return Run(
+            seconds, peak_kib / 1024, proc.returncode, evaluation, trees, stages(proc.stderr)
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    ap.add_argument(
+        "--stages", action="store_true", help="also print where each run's time went, by stage"
+    )
     args = ap.parse_args()
+    runs: dict[int, Run] = {}
     print(
         f"{'rows':>9} {'seconds':>8} {'evaluation':>11} {'share':>6} {'peak MiB':>9} "
         f"{'trees (pe_now / new_pe)':>24} {'exit':>5}  target   (exit 3: gate refused)"
     )
     for rows in sorted(args.rows):
-        r = run(rows)
+        r = runs[rows] = run(rows)
         trees = f"{r.trees.get('pe_now', '-')} / {r.trees.get('new_pe', '-')}"
         if rows == 50_000:
             target = "≤ 60 s, ≤ 2048 MiB"
@@ -101,6 +115,11 @@ def main() -> None:
             f"{r.peak_mib:>9.0f} {trees:>24} {r.code:>5}  {target}{ok}",
             flush=True,
         )
+    for rows, r in runs.items() if args.stages else ():
+        print(f"\n{rows:,} rows, seconds by stage (the progress lines of `pe-risk train`):")
+        for seconds, what in r.stages:
+            if seconds >= 0.05 * r.seconds / 10:
+                print(f"{seconds:>8.1f}  {what[:90]}")
 
 
 if __name__ == "__main__":

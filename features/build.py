@@ -8,6 +8,7 @@ each feature's ``derive`` runs on those arrays.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,14 +19,19 @@ from features.contract import FIELDS, Kind
 from features.spec import FEATURES, MODEL_FEATURE_NAMES, FeatureSpec
 
 _TEXTUAL = frozenset(f.name for f in FIELDS if f.kind in (Kind.CATEGORY, Kind.TEXT))
+_EVERY_FIELD = operator.itemgetter(*(f.name for f in FIELDS))
 
 
 def record_columns(records: Sequence[Any]) -> dict[str, np.ndarray]:
     """Canonical columns of validated ``PatientRecord`` objects (or plain dicts of canonical values)."""
     rows = [r if isinstance(r, dict) else r.__dict__ for r in records]
+    if rows and all(r is not d for r, d in zip(records, rows, strict=True)):
+        # validated records hold every field: one C call per row, then a C transpose
+        values_of = zip(*map(_EVERY_FIELD, rows), strict=True)
+    else:  # plain dicts may leave fields out
+        values_of = ([row.get(f.name) for row in rows] for f in FIELDS)
     out: dict[str, np.ndarray] = {}
-    for f in FIELDS:
-        values = [row.get(f.name) for row in rows]
+    for f, values in zip(FIELDS, values_of, strict=True):
         if f.name in _TEXTUAL:
             out[f.name] = np.array(values, dtype=object)
         else:

@@ -128,7 +128,7 @@ class _RecordBase(BaseModel):
     @classmethod
     def _remember_units(cls, data: Any, handler: Any) -> Any:
         record = handler(data)
-        if isinstance(data, Mapping):
+        if type(data) is dict or isinstance(data, Mapping):  # dict first: an ABC check is slow
             given, warnings = _given_and_warnings(record, data)
             object.__setattr__(record, "_given", given)  # frozen: set here, once
             object.__setattr__(record, "_warnings", warnings)
@@ -191,10 +191,8 @@ PatientRecord: type[_RecordBase] = create_model(  # type: ignore[call-overload]
 )
 
 
-#: the fields whose sent value can warn or carry a unit, by their contract position
-_CHECKED = {
-    f.name: (k, f) for k, f in enumerate(FIELDS) if f.usual is not None or f.kind is Kind.LAB
-}
+#: the fields whose sent value can warn or carry a unit, in contract order
+_CHECKED = tuple(f for f in FIELDS if f.usual is not None or f.kind is Kind.LAB)
 
 
 def _given_and_warnings(
@@ -203,11 +201,12 @@ def _given_and_warnings(
     given: dict[str, str] = {}
     warnings: list[RecordWarning] = []
     values = record.__dict__
-    checked = sorted(_CHECKED[n] for n in raw if n in _CHECKED and values[n] is not None)
-    for _, spec in checked:  # contract order
+    for spec in _CHECKED:  # a value that is known was sent (absent fields are None)
         value = values[spec.name]
+        if value is None:
+            continue
         sent = raw[spec.name]
-        if isinstance(sent, dict | LabQuantity):  # dict first: an ABC check is slow
+        if isinstance(sent, dict | LabQuantity):  # {value, unit}
             q = sent if isinstance(sent, LabQuantity) else LabQuantity.model_validate(sent)
             unit = normalise_unit(q.unit)
             given[spec.name] = f"{q.value:g} {unit}"
@@ -245,7 +244,7 @@ def parse_record(raw: Any) -> _RecordBase:
     # for every field so that optional ones can be null)
     nulls = (
         [missing_issue(BY_NAME[name]) for name in REQUIRED if name in raw and raw[name] is None]
-        if isinstance(raw, Mapping)
+        if type(raw) is dict or isinstance(raw, Mapping)
         else []
     )
     try:

@@ -283,6 +283,7 @@ class PERisk:
                 [r for _, r in parsed],
                 explain=request.explain,
                 scores=request.scores,
+                top=request.top_contributions,
             )
             for (i, _), answer in zip(parsed, answers, strict=True):
                 answer.pop("model")

@@ -98,28 +98,37 @@ def _contributions(
     sign: list[int],
     order: list[int],
 ) -> list[dict]:
-    """All features, largest |contribution| first (``order`` from one argsort per batch);
-    ``shown`` is each feature's value as the client gave it (see ``_shown``)."""
+    """The features in ``order`` (largest |contribution| first, one argsort per batch),
+    with ``phi`` and ``sign`` already in that order; ``shown`` is each feature's value as
+    the client gave it (see ``_shown``)."""
     return [
         {
             "feature": names[j],
             "label": labels[j],
             "value": shown[j],
-            "contribution": phi[j],
-            "direction": _DIRECTION[sign[j]],
+            "contribution": c,
+            "direction": _DIRECTION[d],
         }
-        for j in order
+        for j, c, d in zip(order, phi, sign, strict=True)
     ]
 
 
 def _shown(
-    records: Sequence[Any], fields: Sequence[str | None], units: Sequence[str], x: np.ndarray
+    records: Sequence[Any],
+    fields: Sequence[str | None],
+    units: Sequence[str],
+    x: np.ndarray,
+    listed: set[int],
 ) -> list[tuple[str | None, ...]]:
     """Each row's feature values as the client gave them (with their unit), else as derived;
-    built column by column, then one tuple per row."""
+    built column by column, then one tuple per row. Only the ``listed`` features (those
+    some explanation lists) are formatted; the others stay None."""
+    fields = [f if j in listed else None for j, f in enumerate(fields)]
     cols = PatientRecord.given_columns(records, fields)
     known = ~np.isnan(x)
     for j, col in enumerate(cols):
+        if j not in listed:
+            continue
         if None in col and known[:, j].any():  # not given: the derived value, if there is one
             unit = f" {units[j]}" if units[j] else ""
             cols[j] = [
@@ -181,20 +190,34 @@ class _Dressed:
     """One head's batch, ready to be dressed row by row: probabilities per horizon, and the
     explanation's lists (lists, not arrays, in the per-row loop: float(a[i, j]) is slow)."""
 
-    def __init__(self, head: Head, x: np.ndarray, explain: bool, mixed: bool = False) -> None:
+    def __init__(
+        self, head: Head, x: np.ndarray, explain: bool, mixed: bool = False, top: int | None = None
+    ) -> None:
         self.head = head
         self.question, self.outcome = (
             UNTIMED if mixed else (QUESTIONS[head.key], OUTCOMES[head.key])
         )
         self.expl: Explanation | None = None
+        self.rest: list[float] | None = None  # with ``top``: each row's unlisted sum
         if not explain:
             self.p = head.probabilities(x).tolist()
         else:
             _, expl = head.explain(x)
             self.expl = expl
-            self.order = np.argsort(-np.abs(expl.contributions), axis=1, kind="stable").tolist()
-            self.phi, self.base = expl.contributions.tolist(), expl.base_value.tolist()
-            self.sign = np.sign(expl.contributions).astype(np.int8).tolist()
+            phi = expl.contributions
+            order = np.argsort(-np.abs(phi), axis=1, kind="stable")
+            if top is not None and top < order.shape[1]:  # the rest, summed: still exact
+                order = order[:, :top]
+                listed = np.take_along_axis(phi, order, axis=1)
+                self.rest = (phi.sum(axis=1) - listed.sum(axis=1)).tolist()
+                self.unlisted = phi.shape[1] - top
+            else:
+                listed = np.take_along_axis(phi, order, axis=1)
+            # each row's contributions in its own order: one gather, and only what is listed
+            self.order, self.phi = order.tolist(), listed.tolist()
+            self.listed: list[int] = np.unique(order).tolist()  # the features any row lists
+            self.sign = np.sign(listed).astype(np.int8).tolist()
+            self.base = expl.base_value.tolist()
             # the bias of each horizon differs from the longest one's by its intercept, and
             # each probability is computed from the contributions it is explained by
             b = np.asarray(head.calibration.intercepts)
@@ -227,6 +250,11 @@ class _Dressed:
                     shown, names, labels, self.phi[i], self.sign[i], self.order[i]
                 ),
             }
+            if self.rest is not None:
+                out["explanation"]["rest"] = {
+                    "features": self.unlisted,
+                    "contribution": self.rest[i],
+                }
         return out
 
 
@@ -255,14 +283,19 @@ def predict_records(
     *,
     explain: bool = True,
     scores: bool = True,
+    top: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The full answer for each validated ``PatientRecord``, in order."""
+    """The full answer for each validated ``PatientRecord``, in order.
+
+    ``top`` lists only each explanation's ``top`` largest contributions (by |φ|) and sums
+    the others into ``explanation.rest``, so that base_value + Σ listed + rest is still the
+    log-odds; None lists every feature."""
     columns = record_columns(records)
     names = model.feature_names
     x = model.features(columns)
-    new = _Dressed(model.new_pe, x, explain, mixed=not timed(model))
+    new = _Dressed(model.new_pe, x, explain, mixed=not timed(model), top=top)
     asked = np.flatnonzero(columns["suspected_pe"] == 1) if model.pe_now is not None else []
-    now = _Dressed(model.pe_now, x[asked], explain) if len(asked) else None
+    now = _Dressed(model.pe_now, x[asked], explain, top=top) if len(asked) else None
     at_now = {int(r): k for k, r in enumerate(asked)}
     derived = _derived_rows(columns, len(records)) if scores else []
     table = score_table(columns) if scores else []
@@ -274,7 +307,8 @@ def predict_records(
     if explain:
         specs = [BY_NAME[n] for n in names]
         fields, units, labels = ([getattr(s, a) for s in specs] for a in ("field", "unit", "label"))
-        shown_rows = _shown(records, fields, units, x)
+        listed = set(new.listed) | (set(now.listed) if now is not None else set())
+        shown_rows = _shown(records, fields, units, x, listed)
     out = []
     for i, record in enumerate(records):
         shown = shown_rows[i] if explain else ()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
 
 from features.contract import FIELDS
 
@@ -70,10 +70,24 @@ class Contribution(BaseModel):
     direction: Literal["raises", "lowers", "none"]
 
 
+class Rest(BaseModel):
+    """The features an explanation does not list (``top_contributions``), summed."""
+
+    features: int = Field(ge=1, description="how many features are not listed")
+    contribution: float = Field(description="their contributions' sum, on the log-odds scale")
+
+
 class Explanation(BaseModel):
     scale: Literal["log-odds"] = "log-odds"
     base_value: float
-    contributions: list[Contribution] = Field(description="all features, by |contribution|")
+    contributions: list[Contribution] = Field(
+        description="by |contribution|: all features, or the top_contributions largest"
+    )
+    rest: Rest | None = Field(
+        default=None,
+        description="only with top_contributions: the unlisted features, summed, so that "
+        "base_value + Σ contributions + rest.contribution is still the log-odds",
+    )
 
 
 class Recommendation(BaseModel):
@@ -164,8 +178,15 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patients: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
-    explain: bool = Field(default=True, description="include exact contributions")
-    scores: bool = Field(
+    explain: StrictBool = Field(default=True, description="include exact contributions")
+    top_contributions: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        description="list only each explanation's N largest contributions and sum the others "
+        "into explanation.rest (the answer stays exact and is several times smaller and "
+        "faster for large batches); null lists every feature",
+    )
+    scores: StrictBool = Field(
         default=False,
         description="include clinical scores and guideline flags (~0.6 ms per record)",
     )

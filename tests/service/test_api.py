@@ -179,6 +179,55 @@ def test_batch_keeps_order_and_isolates_bad_records(client) -> None:
     assert results[0]["result"]["probability"] < results[1]["result"]["probability"]
 
 
+def test_batch_top_contributions_lists_the_largest_and_sums_the_rest(client) -> None:
+    """The compact batch layout: each explanation lists its N largest contributions (the
+    same entries, in the same order, as the full answer) and sums the others into ``rest``,
+    so that base_value + Σ listed + rest is still the log-odds of every estimate."""
+    patients = [RECORD, base_record(suspected_pe=False, chemotherapy=True)]
+    full = client.post("/predict_batch", json={"patients": patients}).json()["results"]
+    r = client.post("/predict_batch", json={"patients": patients, "top_contributions": 5})
+    assert r.status_code == 200
+    BatchResponse.model_validate(r.json())
+    n = len(MODEL_FEATURE_NAMES)
+    compact = r.json()["results"]
+    for whole, short in zip(full, compact, strict=True):
+        a, b = whole["result"], short["result"]
+        assert a["probability"] == b["probability"] and a["question"] == b["question"]
+        for key in ("pe_now", "new_pe"):
+            if a["estimates"][key]["probability"] is None:
+                assert "explanation" not in b["estimates"][key]
+                continue
+            ea, eb = a["estimates"][key]["explanation"], b["estimates"][key]["explanation"]
+            assert eb["contributions"] == ea["contributions"][:5] and "rest" not in ea
+            assert eb["rest"]["features"] == n - 5
+            rest = sum(c["contribution"] for c in ea["contributions"][5:])
+            assert eb["rest"]["contribution"] == pytest.approx(rest, abs=1e-9)
+            p = b["estimates"][key]["probability"]
+            listed = sum(c["contribution"] for c in eb["contributions"])
+            logit = math.log(p / (1 - p))
+            assert abs(eb["base_value"] + listed + eb["rest"]["contribution"] - logit) < 1e-6
+        assert b["explanation"] == b["estimates"][b["question"]]["explanation"]
+    # as many as there are features, or more: every feature listed, nothing left to sum
+    r = client.post("/predict_batch", json={"patients": patients, "top_contributions": n})
+    assert r.json()["results"] == full
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("top_contributions", v) for v in (0, -3, 2.5, "5", True)]
+    + [("explain", v) for v in ("yes", 1, "true")]
+    + [("scores", "no")],
+)
+def test_batch_options_refuse_a_guess(client, field, value) -> None:
+    """The batch's options are as strict as the record: a count is a JSON integer ≥ 1, a
+    switch is JSON true/false; anything else is a 400 naming the option."""
+    r = client.post("/predict_batch", json={"patients": [RECORD], field: value})
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert detail[0]["field"] == field, detail
+    assert detail[0]["message"]
+
+
 def test_batch_shape_errors_use_the_error_body(client) -> None:
     for body in ({"patients": "x"}, {"patients": []}, {"records": []}):
         r = client.post("/predict_batch", json=body)

@@ -225,7 +225,7 @@ def test_identifiers_never_reach_the_server_log(server) -> None:
     time.sleep(0.5)
     log = log_path.read_text()
     assert "SECRET-MRN" not in log and "input_value" not in log
-    assert "validation errors: bool_parsing; the request's values are not logged" in log
+    assert "validation errors: bool_type; the request's values are not logged" in log
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path) -> None:

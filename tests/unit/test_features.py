@@ -139,3 +139,25 @@ def test_table_and_record_paths_give_the_same_features() -> None:
     by_frame = feature_frame(frame_columns(report.frame()))
     pd.testing.assert_frame_equal(by_record, by_table)
     pd.testing.assert_frame_equal(by_record, by_frame)
+
+
+def test_record_columns_read_validated_records_and_plain_dicts_alike() -> None:
+    """Validated records are read by one C getter per row and a transpose; plain dicts of
+    canonical values (which may leave fields out) field by field: the columns are equal,
+    NaN and None where a field is not known."""
+    records = [
+        parse_record(base_record(**fields))
+        for fields in ({}, {"d_dimer": 1.2, "chemotherapy": True}, {"histology": "squamous_cell"})
+    ]
+    fast = record_columns(records)
+    plain = record_columns([r.present() for r in records])
+    assert set(fast) == set(plain)
+    for name, col in fast.items():
+        assert col.dtype == plain[name].dtype, name
+        if col.dtype == object:
+            assert col.tolist() == plain[name].tolist(), name
+        else:
+            np.testing.assert_array_equal(col, plain[name], err_msg=name)
+    assert np.isnan(fast["d_dimer"][0]) and fast["d_dimer"][1] == 1.2
+    assert fast["chemotherapy"][1] == 1.0
+    assert record_columns([])["age"].shape == (0,)
