@@ -14,7 +14,6 @@ count from its "N trees" line.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import resource
@@ -64,10 +63,12 @@ def read_progress(stderr: str) -> tuple[float, dict[str, int]]:
     return end - start, trees
 
 
-def stages(stderr: str) -> list[tuple[float, str]]:
-    """Each progress line's seconds until the next one (the last: until the run ended)."""
+def stages(stderr: str, seconds: float) -> list[tuple[float, str]]:
+    """Each progress line's seconds until the next one (the last: until the run ended,
+    ``seconds`` after the command started)."""
     marks = [(float(m[1]), m[2]) for t in stderr.splitlines() if (m := LINE.match(t))]
-    return [(b[0] - a[0], a[1]) for a, b in itertools.pairwise(marks)]
+    ends = [*marks[1:], (seconds, "")]
+    return [(b[0] - a[0], a[1]) for a, b in zip(marks, ends, strict=True)]
 
 
 def run(rows: int) -> Run:
@@ -82,7 +83,12 @@ def run(rows: int) -> Run:
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         evaluation, trees = read_progress(proc.stderr)
         return Run(
-            seconds, peak_kib / 1024, proc.returncode, evaluation, trees, stages(proc.stderr)
+            seconds,
+            peak_kib / 1024,
+            proc.returncode,
+            evaluation,
+            trees,
+            stages(proc.stderr, seconds),
         )
 
 
@@ -118,7 +124,7 @@ def main() -> None:
     for rows, r in runs.items() if args.stages else ():
         print(f"\n{rows:,} rows, seconds by stage (the progress lines of `pe-risk train`):")
         for seconds, what in r.stages:
-            if seconds >= 0.05 * r.seconds / 10:
+            if seconds >= 0.005 * r.seconds:  # stages of half a percent or more
                 print(f"{seconds:>8.1f}  {what[:90]}")
 
 

@@ -25,11 +25,12 @@ _EVERY_FIELD = operator.itemgetter(*(f.name for f in FIELDS))
 def record_columns(records: Sequence[Any]) -> dict[str, np.ndarray]:
     """Canonical columns of validated ``PatientRecord`` objects (or plain dicts of canonical values)."""
     rows = [r if isinstance(r, dict) else r.__dict__ for r in records]
-    if rows and all(r is not d for r, d in zip(records, rows, strict=True)):
-        # validated records hold every field: one C call per row, then a C transpose
-        values_of = zip(*map(_EVERY_FIELD, rows), strict=True)
-    else:  # plain dicts may leave fields out
-        values_of = ([row.get(f.name) for row in rows] for f in FIELDS)
+    try:  # validated records hold every field: one C call per row, then a C transpose
+        values_of: Iterable[Sequence[Any]] = list(zip(*map(_EVERY_FIELD, rows), strict=True))
+    except KeyError:  # plain dicts may leave fields out
+        values_of = [[row.get(f.name) for row in rows] for f in FIELDS]
+    if not rows:
+        values_of = [[] for _ in FIELDS]
     out: dict[str, np.ndarray] = {}
     for f, values in zip(FIELDS, values_of, strict=True):
         if f.name in _TEXTUAL:

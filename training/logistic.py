@@ -82,6 +82,8 @@ def _newton(
         mu = _expit(eta)
         wmu = w * mu
         info = wmu * (1.0 - mu)
+        if info.sum() <= 0.0:  # every p̂ saturated at 0 or 1: no curvature, no estimate
+            return None
         if x is None:
             step = np.array([(score_y[0] - wmu.sum()) / info.sum()])
         else:
@@ -90,7 +92,7 @@ def _newton(
             score = [score_y[0] - wmu.sum(), score_y[1] - np.sum(wmu * x)]
             try:
                 step = np.linalg.solve(hessian, score)
-            except np.linalg.LinAlgError:  # every p̂ saturated at 0 or 1: no curvature left
+            except np.linalg.LinAlgError:  # x constant where p̂ is not saturated: no slope
                 return None
         if np.max(np.abs(step)) <= TOL:
             return beta + step

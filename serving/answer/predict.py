@@ -205,24 +205,26 @@ class _Dressed:
             _, expl = head.explain(x)
             self.expl = expl
             phi = expl.contributions
+            total = phi.sum(axis=1)
             order = np.argsort(-np.abs(phi), axis=1, kind="stable")
-            if top is not None and top < order.shape[1]:  # the rest, summed: still exact
+            cut = top is not None and top < order.shape[1]
+            if cut:
                 order = order[:, :top]
-                listed = np.take_along_axis(phi, order, axis=1)
-                self.rest = (phi.sum(axis=1) - listed.sum(axis=1)).tolist()
-                self.unlisted = phi.shape[1] - top
-            else:
-                listed = np.take_along_axis(phi, order, axis=1)
             # each row's contributions in its own order: one gather, and only what is listed
+            listed = np.take_along_axis(phi, order, axis=1)
+            if cut:  # the rest, summed: the explanation stays exact
+                self.rest = (total - listed.sum(axis=1)).tolist()
+                self.unlisted = phi.shape[1] - order.shape[1]
             self.order, self.phi = order.tolist(), listed.tolist()
-            self.listed: list[int] = np.unique(order).tolist()  # the features any row lists
+            #: the features some row lists (all of them unless cut)
+            self.listed = np.unique(order).tolist() if cut else list(range(phi.shape[1]))
             self.sign = np.sign(listed).astype(np.int8).tolist()
             self.base = expl.base_value.tolist()
             # the bias of each horizon differs from the longest one's by its intercept, and
             # each probability is computed from the contributions it is explained by
             b = np.asarray(head.calibration.intercepts)
             self.shift = (b - b[-1]).tolist()
-            z = expl.base_value + expl.contributions.sum(axis=1)
+            z = expl.base_value + total
             self.p = expit(z[:, None] + (b - b[-1])[None, :]).tolist()
         self.bands = {"low_below": head.bands.low_below, "high_from": head.bands.high_from}
 
@@ -290,6 +292,8 @@ def predict_records(
     ``top`` lists only each explanation's ``top`` largest contributions (by |φ|) and sums
     the others into ``explanation.rest``, so that base_value + Σ listed + rest is still the
     log-odds; None lists every feature."""
+    if top is not None and (type(top) is not int or top < 1):
+        raise ValueError(f"top={top!r}: a count of contributions is an integer >= 1, or None")
     columns = record_columns(records)
     names = model.feature_names
     x = model.features(columns)

@@ -58,6 +58,8 @@ def patch_openapi(spec: dict[str, Any], routes: Routes) -> dict[str, Any]:
         for method in item.values():
             if not isinstance(method, dict) or "responses" not in method:
                 continue
+            for content in method.get("requestBody", {}).get("content", {}).values():
+                _nullable_defaults(content.get("schema", {}))  # bodies written inline too
             route = routes.find(path) or routes.find(path + "/")
             if route is not None and route.errors == "json" and route.auth == "bearer":
                 for code, text in texts.items():

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from features.contract import FIELDS
 
@@ -190,6 +199,16 @@ class BatchRequest(BaseModel):
         default=False,
         description="include clinical scores and guideline flags (~0.6 ms per record)",
     )
+
+    @field_validator("top_contributions")
+    @classmethod
+    def _explained(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top is not None and info.data.get("explain") is False:
+            raise ValueError(
+                "top_contributions shortens explanations, and explain is false: send "
+                "explain true (the default), or leave top_contributions out"
+            )
+        return top
 
 
 class BatchItem(BaseModel):

@@ -206,10 +206,22 @@ def test_batch_top_contributions_lists_the_largest_and_sums_the_rest(client) -> 
             listed = sum(c["contribution"] for c in eb["contributions"])
             logit = math.log(p / (1 - p))
             assert abs(eb["base_value"] + listed + eb["rest"]["contribution"] - logit) < 1e-6
+            for at in b["estimates"][key].get("by_horizon", []):  # each horizon's own base
+                logit = math.log(at["probability"] / (1 - at["probability"]))
+                assert abs(at["base_value"] + listed + eb["rest"]["contribution"] - logit) < 1e-6
         assert b["explanation"] == b["estimates"][b["question"]]["explanation"]
     # as many as there are features, or more: every feature listed, nothing left to sum
-    r = client.post("/predict_batch", json={"patients": patients, "top_contributions": n})
-    assert r.json()["results"] == full
+    for top in (n, n + 10, None):
+        body = {"patients": patients, "top_contributions": top}
+        assert client.post("/predict_batch", json=body).json()["results"] == full
+
+
+def test_batch_top_contributions_needs_explanations(client) -> None:
+    body = {"patients": [RECORD], "explain": False, "top_contributions": 5}
+    r = client.post("/predict_batch", json=body)
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"][0]
+    assert detail["field"] == "top_contributions" and "explain" in detail["message"]
 
 
 @pytest.mark.parametrize(
@@ -301,3 +313,7 @@ def test_openapi_documents_the_error_body(client) -> None:
     responses = spec["paths"]["/predict"]["post"]["responses"]
     assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
     assert "ErrorBody" in spec["components"]["schemas"]
+    # a field that may be null says so, in the bodies written inline as well (OpenAPI 3.0)
+    batch = spec["paths"]["/predict_batch"]["post"]["requestBody"]["content"]
+    top = batch["application/json"]["schema"]["properties"]["top_contributions"]
+    assert top["nullable"] is True and top["minimum"] == 1

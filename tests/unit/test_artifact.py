@@ -128,3 +128,19 @@ def test_risk_bands_at_their_edges() -> None:
     assert bands.category(0.05) == "intermediate"
     assert bands.category(0.0889) == "intermediate"
     assert bands.category(0.089) == "high"
+
+
+@pytest.mark.parametrize("top", [0, -3, True, 2.0])
+def test_predict_records_refuses_a_count_that_is_not_one(model, top) -> None:
+    """``top`` from Python is held to what the batch's ``top_contributions`` accepts."""
+    from serving.answer.predict import predict_records
+
+    records = [parse_record(base_record(suspected_pe=True))]
+    with pytest.raises(ValueError, match="integer >= 1"):
+        predict_records(model, "1", records, top=top)
+    (answer,) = predict_records(model, "1", records, top=3)
+    for key in ("pe_now", "new_pe"):
+        e = answer["estimates"][key]["explanation"]
+        assert (
+            len(e["contributions"]) == 3 and e["rest"]["features"] == len(model.feature_names) - 3
+        )

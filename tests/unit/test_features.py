@@ -161,3 +161,8 @@ def test_record_columns_read_validated_records_and_plain_dicts_alike() -> None:
     assert np.isnan(fast["d_dimer"][0]) and fast["d_dimer"][1] == 1.2
     assert fast["chemotherapy"][1] == 1.0
     assert record_columns([])["age"].shape == (0,)
+    # validated records and partial dicts in one batch: the dicts' path, the same columns
+    mixed = record_columns([records[0], records[1].present()])
+    for name in ("d_dimer", "chemotherapy", "histology", "age"):
+        assert mixed[name].tolist()[1] == fast[name].tolist()[1], name
+    assert np.isnan(mixed["d_dimer"][0])

@@ -148,6 +148,20 @@ def test_one_class_among_the_weighted_rows_has_no_estimate(w) -> None:
         assert np.isnan(lg.fit_slope(y, x, w)[1])
 
 
+def test_saturated_start_is_nan_with_a_warning_not_an_error() -> None:
+    """Every p̂ at exactly 0 or 1 (|logit| ~800 in float64) leaves no curvature: the 2×2
+    information is singular (the slope) or zero (the intercept). That ends the fit as not
+    converged, with a warning, rather than raising or dividing 0 by 0."""
+    y = np.array([0.0, 1, 1, 0])
+    x = np.array([-800.0, 800, -800, 800])  # events and non-events overlap: a slope exists
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no 0/0 on the way
+        with pytest.warns(lg.NoEstimateWarning, match="did not converge"):
+            assert all(np.isnan(lg.fit_slope(y, x)))
+        with pytest.warns(lg.NoEstimateWarning, match="did not converge"):
+            assert np.isnan(lg.fit_intercept(y, x))
+
+
 def test_not_converging_is_nan_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     y, x, _ = _rows(1, 2000, slope=3.0, weighted=False)
     monkeypatch.setattr(lg, "MAX_STEPS", 1)
